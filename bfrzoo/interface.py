@@ -1,0 +1,158 @@
+"""The restoration contract shared by every network in the zoo, and the user-facing :class:`Restorer`.
+
+Networks (what :func:`bfrzoo.create_restorer` returns) take and return ``(N, 3, H, W)`` RGB in ``[-1, 1]``,
+as the published code of every model does. Two optional attributes describe their input:
+
+* ``input_size: int | None``: a network that is not fully convolutional (GPEN, PSFR-GAN) needs exactly
+  ``input_size x input_size``; the :class:`Restorer` resizes to it and back.
+* ``size_divisor: int``: a fully convolutional network needs ``H`` and ``W`` divisible by it; the
+  :class:`Restorer` reflect-pads and crops.
+
+:class:`Restorer` gives users ``restore(images)`` on ``[0, 1]`` tensors, uint8 arrays or PIL images, with
+batching, device and dtype handling; results come back in the type they were given.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bfrzoo.errors import ImageInputError
+
+Image = Any  # PIL.Image.Image, imported lazily
+
+
+def to_model_range(x: torch.Tensor) -> torch.Tensor:
+    """``[0, 1]`` -> ``[-1, 1]``."""
+    return x * 2.0 - 1.0
+
+
+def from_model_range(x: torch.Tensor) -> torch.Tensor:
+    """``[-1, 1]`` -> ``[0, 1]``, clamped."""
+    return ((x + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
+def check_images(x: torch.Tensor, name: str = "images") -> torch.Tensor:
+    """Check a float ``(N, 3, H, W)`` batch; raise one clear :class:`ImageInputError` otherwise."""
+    if not isinstance(x, torch.Tensor):
+        raise ImageInputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ImageInputError(
+            f"{name} must be (N, 3, H, W) RGB, got shape {tuple(x.shape)}; convert grayscale with "
+            "x.expand(-1, 3, -1, -1) and drop alpha channels"
+        )
+    if not x.is_floating_point():
+        raise ImageInputError(f"{name} must be float in [0, 1], got dtype {x.dtype}; divide uint8 data by 255")
+    if x.shape[-1] < 8 or x.shape[-2] < 8:
+        raise ImageInputError(f"{name} are too small ({x.shape[-2]}x{x.shape[-1]}); faces need at least 8x8 pixels")
+    if not torch.isfinite(x).all():
+        raise ImageInputError(f"{name} contain NaN or infinite values")
+    return x
+
+
+def _pil_to_tensor(img: Image) -> torch.Tensor:
+    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(255.0)
+
+
+def _array_to_tensor(arr: np.ndarray) -> torch.Tensor:
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise ImageInputError(f"arrays must be (H, W, 3) or (H, W) uint8, got shape {arr.shape}")
+    arr = arr[..., :3]
+    if arr.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div(255.0)
+    if np.issubdtype(arr.dtype, np.floating):
+        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1)
+    raise ImageInputError(f"arrays must be uint8 (0..255) or float (0..1), got {arr.dtype}")
+
+
+class Restorer:
+    """Restore faces with any zoo network.
+
+    >>> restorer = Restorer(bfrzoo.create_restorer("unet", base_channels=8))
+    >>> out = restorer.restore(torch.rand(2, 3, 64, 64))       # (2, 3, 64, 64) in [0, 1]
+
+    Args:
+        net: a network following the contract above.
+        device: where to run (default: CUDA when available).
+        dtype: ``torch.float32`` or, on GPUs, ``torch.bfloat16`` / ``torch.float16`` autocast.
+        batch_size: images per forward pass.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        batch_size: int = 8,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.net = net.eval().to(self.device)
+
+    @property
+    def input_size(self) -> int | None:
+        return getattr(self.net, "input_size", None)
+
+    @torch.inference_mode()
+    def restore_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` float in ``[0, 1]`` -> the same shape, restored, on the input's device."""
+        x = check_images(x)
+        out = torch.empty_like(x, dtype=torch.float32)
+        for start in range(0, x.shape[0], self.batch_size):
+            chunk = x[start : start + self.batch_size].to(self.device, torch.float32)
+            out[start : start + self.batch_size] = self._forward(chunk).to(out.device)
+        return out
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        size = self.input_size
+        if size is not None and (h, w) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        divisor = int(getattr(self.net, "size_divisor", 1))
+        ph, pw = (-x.shape[-2]) % divisor, (-x.shape[-1]) % divisor
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+        autocast = self.dtype != torch.float32
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
+            y = self.net(to_model_range(x))
+        if isinstance(y, (tuple, list)):
+            y = y[0]
+        y = from_model_range(y.float())
+        if ph or pw:
+            y = y[..., : y.shape[-2] - ph, : y.shape[-1] - pw]
+        if y.shape[-2:] != (h, w):
+            y = F.interpolate(y, size=(h, w), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+        return y
+
+    def restore(self, images: torch.Tensor | np.ndarray | Image | Sequence[Any]) -> Any:
+        """Restore a tensor ``(N,3,H,W)``/``(3,H,W)`` in ``[0,1]``, a uint8 ``(H,W,3)`` array, a PIL image, or a
+        list of those (sizes may differ). Returns the same kind of object."""
+        if isinstance(images, torch.Tensor):
+            squeeze = images.ndim == 3
+            y = self.restore_tensor(images)
+            return y[0] if squeeze else y
+        if isinstance(images, np.ndarray):
+            y = self.restore_tensor(_array_to_tensor(images).unsqueeze(0))[0]
+            return (y.permute(1, 2, 0).mul(255).round().byte().cpu().numpy()) if images.dtype == np.uint8 else y.permute(1, 2, 0).cpu().numpy()
+        if isinstance(images, (list, tuple)):
+            return [self.restore(im) for im in images]
+        if hasattr(images, "convert"):  # PIL image
+            from PIL import Image as PILImage
+
+            y = self.restore_tensor(_pil_to_tensor(images).unsqueeze(0))[0]
+            return PILImage.fromarray(y.permute(1, 2, 0).mul(255).round().byte().cpu().numpy())
+        raise ImageInputError(
+            f"cannot restore a {type(images).__name__}; give a float tensor in [0, 1], a uint8 array or a PIL image"
+        )

@@ -1,0 +1,186 @@
+"""The restorer registry: one name per network variant, used alike by recipes, the CLI and benchmark tables.
+
+Models register themselves with :func:`register_restorer` (a small factory per variant, as timm does) and,
+where the original authors released checkpoints, a key converter with :func:`register_converter`.
+The model files are listed once in ``MODEL_MODULES`` and imported on the first lookup, so ``import bfrzoo``
+stays light and nothing scans the file system.
+"""
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from bfrzoo.errors import UnknownNameError
+from bfrzoo.weights import PretrainedCfg, load_checkpoint, resolve_weights
+
+#: Every module that registers restorers or converters. Add a new model file here.
+MODEL_MODULES: tuple[str, ...] = (
+    "bfrzoo.models.unet",
+    "bfrzoo.models.gpen",
+    "bfrzoo.models.parsenet",
+    "bfrzoo.models.psfrgan",
+)
+
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+
+@dataclass(frozen=True)
+class RestorerEntry:
+    name: str
+    factory: Callable[..., nn.Module]
+    pretrained: PretrainedCfg | None
+    summary: str
+
+
+_RESTORERS: dict[str, RestorerEntry] = {}
+_CONVERTERS: dict[str, Callable[..., nn.Module]] = {}
+_loaded = False
+
+
+def _load_model_modules() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for module in MODEL_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # a real missing dependency inside the model file
+                raise
+    _loaded = True
+
+
+def register_restorer(name: str, *, pretrained: PretrainedCfg | None = None) -> Callable[[F], F]:
+    """Decorator: register ``factory(**arch_kwargs) -> nn.Module`` under ``name``.
+
+    The factory's network takes and returns ``(N, 3, H, W)`` RGB in ``[-1, 1]`` (see :mod:`bfrzoo.interface`).
+    """
+
+    def decorate(factory: F) -> F:
+        if name in _RESTORERS and _RESTORERS[name].factory is not factory:
+            raise ValueError(f"restorer name {name!r} is registered twice")
+        summary = (factory.__doc__ or "").strip().splitlines()[0] if factory.__doc__ else ""
+        _RESTORERS[name] = RestorerEntry(name, factory, pretrained, summary)
+        return factory
+
+    return decorate
+
+
+def register_converter(arch: str) -> Callable[[F], F]:
+    """Decorator: register ``convert(state_dict, **arch_kwargs) -> nn.Module`` for :func:`from_official`."""
+
+    def decorate(convert: F) -> F:
+        _CONVERTERS[arch] = convert
+        return convert
+
+    return decorate
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> UnknownNameError:
+    close = [k for k in known if name.lower() in k.lower() or k.lower() in name.lower()]
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return UnknownNameError(f"unknown {kind} {name!r}.{hint} Known {kind}s: {', '.join(known) or '(none)'}.")
+
+
+def list_restorers(pattern: str | None = None) -> list[str]:
+    """Sorted registered restorer names, optionally filtered by a shell-style ``pattern`` (``"gpen*"``)."""
+    _load_model_modules()
+    names = sorted(_RESTORERS)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def restorer_entry(name: str) -> RestorerEntry:
+    _load_model_modules()
+    if name not in _RESTORERS:
+        raise _unknown("restorer", name, sorted(_RESTORERS))
+    return _RESTORERS[name]
+
+
+def create_restorer(name: str, pretrained: bool | str | Path = False, **arch_kwargs: Any) -> nn.Module:
+    """Build the registered network ``name``.
+
+    Args:
+        name: a name from :func:`list_restorers`, e.g. ``"unet"`` or ``"gpen_512"``.
+        pretrained: ``False`` (random init), ``True`` (resolve the variant's released weights: local cache,
+            then download) or a path to a weight file. Released (official) checkpoints go through the model's
+            key converter, so either layout loads.
+        **arch_kwargs: the factory's typed keyword arguments.
+    """
+    entry = restorer_entry(name)
+    if not pretrained:
+        return entry.factory(**arch_kwargs)
+    if entry.pretrained is None:
+        raise UnknownNameError(
+            f"restorer {name!r} has no released weights; pass pretrained=<path to your own checkpoint> "
+            "or pretrained=False"
+        )
+    path = resolve_weights(entry.pretrained, None if pretrained is True else Path(pretrained))
+    state = load_checkpoint(path)
+    if entry.pretrained.converter is not None:
+        return from_official(entry.pretrained.converter, state, **arch_kwargs)
+    net = entry.factory(**arch_kwargs)
+    load_state_dict_strict(net, state, source=str(path))
+    return net
+
+
+def list_converters() -> list[str]:
+    _load_model_modules()
+    return sorted(_CONVERTERS)
+
+
+def from_official(arch: str, checkpoint_or_state_dict: str | Path | Mapping[str, torch.Tensor], **arch_kwargs: Any) -> nn.Module:
+    """Build a bfrzoo network from the original authors' released checkpoint.
+
+    Args:
+        arch: a converter name from :func:`list_converters` (``"gpen"``, ``"gpen_discriminator"``,
+            ``"parsenet"``, ``"psfrgan_generator"``, ...).
+        checkpoint_or_state_dict: a path (loaded with ``weights_only=True``) or an already-loaded state dict.
+            Nested layouts (``g_ema``, ``state_dict``, ``params_ema``) are unwrapped.
+        **arch_kwargs: the architecture hyper-parameters of that checkpoint.
+    Returns:
+        The bfrzoo module, in eval mode, with every official key mapped (a missing or surplus key is an error).
+    """
+    _load_model_modules()
+    if arch not in _CONVERTERS:
+        raise _unknown("official architecture", arch, sorted(_CONVERTERS))
+    state = checkpoint_or_state_dict
+    if isinstance(state, (str, Path)):
+        state = load_checkpoint(Path(state))
+    net = _CONVERTERS[arch](dict(state), **arch_kwargs)
+    return net.eval()
+
+
+def load_state_dict_strict(net: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with one readable error listing what does not fit."""
+    from bfrzoo.errors import CheckpointMismatchError
+
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    surplus = sorted(set(state) - set(own))
+    shape = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or surplus or shape:
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:6]) + (f" ... (+{len(keys) - 6})" if len(keys) > 6 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {few(missing)}")
+        if surplus:
+            parts.append(f"unexpected keys: {few(surplus)}")
+        if shape:
+            parts.append(
+                "shape mismatch: "
+                + few([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shape])
+            )
+        raise CheckpointMismatchError(
+            f"checkpoint {source} does not fit {type(net).__name__}: " + "; ".join(parts)
+            + ". Check the architecture arguments (size, channels) match the checkpoint."
+        )
+    net.load_state_dict(state, strict=True)
