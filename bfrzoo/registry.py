@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,7 @@ def create_restorer(name: str, pretrained: bool | str | Path = False, **arch_kwa
         **arch_kwargs: the factory's typed keyword arguments.
     """
     entry = restorer_entry(name)
+    _check_arguments(entry, arch_kwargs)
     if not pretrained:
         return entry.factory(**arch_kwargs)
     if entry.pretrained is None:
@@ -128,6 +130,24 @@ def create_restorer(name: str, pretrained: bool | str | Path = False, **arch_kwa
     net = entry.factory(**arch_kwargs)
     load_state_dict_strict(net, state, source=str(path))
     return net
+
+
+def restorer_arguments(name: str) -> dict[str, Any]:
+    """The factory's keyword arguments and their defaults (the configurable architecture of ``name``)."""
+    sig = inspect.signature(restorer_entry(name).factory)
+    return {k: (None if p.default is inspect.Parameter.empty else p.default) for k, p in sig.parameters.items()}
+
+
+def _check_arguments(entry: RestorerEntry, arch_kwargs: Mapping[str, Any]) -> None:
+    params = inspect.signature(entry.factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(arch_kwargs) - set(params))
+    if unknown:
+        raise UnknownNameError(
+            f"restorer {entry.name!r} has no argument(s) {', '.join(unknown)}; "
+            f"its arguments are: {', '.join(params) or '(none)'}"
+        )
 
 
 def list_converters() -> list[str]:

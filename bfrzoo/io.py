@@ -1,0 +1,79 @@
+"""Reading and writing images with one clear error per bad file, and atomic folder output."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bfrzoo.errors import BfrzooError, ImageInputError
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Sorted image files directly inside ``folder``; one clear error when there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BfrzooError(f"input folder {str(folder)!r} does not exist or is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise BfrzooError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r}")
+    return files
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """An image file -> ``(3, H, W)`` float in ``[0, 1]`` (grayscale expanded, alpha dropped, 16-bit scaled)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I"):
+                arr = np.asarray(img, dtype=np.float32) / 65535.0
+                arr = np.repeat(arr[..., None], 3, axis=-1)
+            else:
+                arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageInputError(
+            f"cannot read image {str(path)!r} ({type(exc).__name__}: {exc}); the file is corrupt or not an image: "
+            "replace or remove it"
+        ) from exc
+    if arr.shape[0] < 8 or arr.shape[1] < 8:
+        raise ImageInputError(f"image {str(path)!r} is {arr.shape[1]}x{arr.shape[0]}; at least 8x8 pixels are needed")
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+
+
+def write_png(image: torch.Tensor, path: str | Path) -> None:
+    """``(3, H, W)`` in ``[0, 1]`` -> 8-bit PNG."""
+    from PIL import Image
+
+    arr = image.detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    Image.fromarray(arr).save(path, format="PNG")
+
+
+@contextmanager
+def atomic_output_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out_dir``; it becomes ``out_dir`` only if the block finishes.
+
+    A non-empty ``out_dir`` is refused unless ``overwrite``; on any error nothing is left behind.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise BfrzooError(f"output {str(out_dir)!r} exists and is not empty; choose a new folder or pass --overwrite")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        yield tmp
+        if out_dir.exists():
+            shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

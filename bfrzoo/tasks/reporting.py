@@ -1,0 +1,145 @@
+"""What a run leaves behind besides its checkpoint: the ``LQ | restored | HQ`` grid and the test table.
+
+Every table row carries its provenance (device, torch version, bfrzoo commit, date, data, preset, seed), so a
+number in ``benchmarks/results/`` can always be traced to the run that produced it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import bfrzoo
+
+
+def save_image_grid(lq: torch.Tensor, restored: torch.Tensor, hq: torch.Tensor, path: Path) -> Path:
+    """Write a PNG with one row per image: ``LQ | restored | HQ`` (all ``(N, 3, H, W)`` in ``[0, 1]``).
+
+    Written to a temporary file first and renamed, so a crash never leaves a truncated PNG.
+    """
+    from PIL import Image
+
+    rows = torch.cat([lq, restored, hq], dim=-1).clamp(0, 1)  # (N, 3, H, 3W)
+    pad = torch.ones_like(rows[:, :, :2])
+    grid = torch.cat([torch.cat([r, p], dim=1) for r, p in zip(rows, pad)], dim=1)  # (3, N*(H+2), 3W)
+    array = grid.mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    Image.fromarray(array).save(tmp)
+    tmp.replace(path)
+    return path
+
+
+def git_commit() -> str:
+    """The bfrzoo checkout's commit (``+dirty`` when it has uncommitted changes), or ``unknown``."""
+    root = Path(bfrzoo.__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: torch.device | None = None) -> str:
+    if device is not None and device.type == "cuda" or device is None and torch.cuda.is_available():
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+@dataclass
+class RunReport:
+    """One row of a benchmark table, with provenance."""
+
+    restorer: str
+    restorer_args: dict[str, Any]
+    metrics: dict[str, float]
+    higher_is_better: dict[str, bool]
+    num_images: int | None
+    data: str | None
+    preset: str | None
+    seed: int | None
+    size: int | None
+    num_parameters: int
+    device: str
+    torch_version: str
+    bfrzoo_version: str
+    commit: str
+    date: str
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def collect(
+        cls,
+        restorer: str,
+        restorer_args: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        metric_names: Sequence[str],
+        metrics_pretrained: bool,
+        datamodule: Any,
+        trainer: Any,
+        num_parameters: int,
+    ) -> RunReport:
+        from bfrzoo.metrics import metric_higher_is_better
+
+        notes = []
+        if not metrics_pretrained:
+            notes.append("feature-network metrics used RANDOM weights (smoke run): LPIPS/FID values are meaningless")
+        root = getattr(datamodule, "root", None)
+        test_lq = getattr(datamodule, "test_lq_dir", None)
+        num_images = getattr(datamodule, "num_test_images", None)
+        device = getattr(getattr(trainer, "strategy", None), "root_device", None)
+        world = getattr(trainer, "world_size", 1)
+        if world and world > 1:
+            notes.append(f"{world} processes")
+        return cls(
+            restorer=restorer,
+            restorer_args=dict(restorer_args),
+            metrics={k: float(v) for k, v in metrics.items()},
+            higher_is_better={k: metric_higher_is_better(k) for k in metrics},
+            num_images=num_images() if callable(num_images) else num_images,
+            data=str(root) if root is not None else "embedded sample (bfrzoo/assets/sample/faces512)",
+            preset=(f"fixed LQ folder {test_lq}" if test_lq else getattr(datamodule, "preset", None)),
+            seed=getattr(datamodule, "seed", None),
+            size=getattr(datamodule, "size", None),
+            num_parameters=num_parameters,
+            device=device_name(device),
+            torch_version=torch.__version__,
+            bfrzoo_version=bfrzoo.__version__,
+            commit=git_commit(),
+            date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            notes=notes,
+        )
+
+    def markdown(self) -> str:
+        names = list(self.metrics)
+        arrows = {True: " ↑", False: " ↓"}
+        head = "| restorer | " + " | ".join(f"{n}{arrows.get(self.higher_is_better.get(n), '')}" for n in names) + " | images | preset | params |"
+        sep = "|" + "---|" * (len(names) + 4)
+        row = f"| {self.restorer} | " + " | ".join(f"{self.metrics[n]:.4f}" for n in names) + (
+            f" | {self.num_images} | {self.preset} | {self.num_parameters / 1e6:.2f}M |"
+        )
+        prov = (
+            f"\nDevice: {self.device}; torch {self.torch_version}; bfrzoo {self.bfrzoo_version} @ {self.commit}; "
+            f"{self.date}. Data: {self.data} (size {self.size}, seed {self.seed}). Arguments: {json.dumps(self.restorer_args, sort_keys=True)}.\n"
+        )
+        notes = "".join(f"\nNote: {n}" for n in self.notes)
+        return "\n".join([head, sep, row]) + "\n" + prov + notes + ("\n" if notes else "")
+
+    def write(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in (("test_metrics.json", json.dumps(asdict(self), indent=2, sort_keys=True)), ("test_metrics.md", self.markdown())):
+            tmp = folder / (name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(folder / name)

@@ -1,0 +1,51 @@
+"""LightningCLI wiring: the task classes are the model choices, :class:`~bfrzoo.data.FaceDataModule` the data.
+
+The typed ``__init__`` signatures of the tasks and the DataModule ARE the configuration schema: a recipe key that
+does not exist, or a value of the wrong type, is rejected by the parser with the list of valid options.
+"""
+from __future__ import annotations
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from bfrzoo.data import FaceDataModule
+from bfrzoo.tasks.base import RestorationTask
+
+
+class BfrzooCLI(LightningCLI):
+    """``LightningCLI`` with bfrzoo's defaults; ``fit`` ends with a test run that writes the metrics table."""
+
+    def __init__(self, args: list[str]) -> None:
+        super().__init__(
+            model_class=RestorationTask,
+            datamodule_class=FaceDataModule,
+            subclass_mode_model=True,
+            args=args,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=True,
+            help="after `fit`, test the best checkpoint on the fixed test set and write test_metrics.{md,json} "
+            "and test_grid.png into the run folder",
+        )
+
+    def after_fit(self) -> None:
+        if not self.config_init[self.subcommand].get("test_after_fit", True):
+            return
+        if self.trainer.interrupted:
+            return
+        ckpt = None
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.best_model_path:
+                ckpt = cb.best_model_path
+                break
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, weights_only=True)
+        if self.trainer.is_global_zero:
+            from bfrzoo.tasks.export import export_restorer
+
+            model = self.model
+            path = export_restorer(model.eval_net, model.restorer_name, model.restorer_args, model._out_dir() / "restorer.pt")
+            print(f"bfrzoo: run folder {path.parent}: restorer.pt, test_metrics.md, test_grid.png")
