@@ -1,0 +1,63 @@
+"""``degrade_folder``: write a fixed, seeded LQ test set (what ``bfrzoo degrade`` runs)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import bfrzoo
+from bfrzoo.data.datamodule import eval_seed
+from bfrzoo.data.datasets import resize_image, resolve_split
+from bfrzoo.data.degradations import Degrader
+from bfrzoo.data.presets import get_preset
+from bfrzoo.errors import BfrzooError
+from bfrzoo.io import atomic_output_dir, read_image, write_png
+
+
+def degrade_folder(
+    in_dir: str | Path,
+    out_dir: str | Path,
+    preset: str,
+    seed: int,
+    size: int | None = None,
+    overwrite: bool = False,
+    split: str = "val",
+) -> int:
+    """Degrade every HQ image of ``in_dir`` into ``out_dir/<stem>.png``; returns the number of images written.
+
+    in_dir: a plain image folder, or a data root with ``split.json`` (then its ``split``, default ``val``, is used).
+    size: resize the HQ to ``size x size`` first (antialiased, as :class:`~bfrzoo.data.FaceDataModule` does);
+    ``None`` keeps each image's size. Image ``<stem>`` is degraded with the per-image seed
+    ``eval_seed(seed, stem)``, exactly as the DataModule's built-in test set, so ``bfrzoo degrade`` on a data
+    root equals ``FaceDataModule(root, preset=..., seed=...)``'s test LQ (up to the 8-bit PNG rounding).
+    Output appears atomically with a ``manifest.json`` (preset, seed, bfrzoo version, source, count); on any
+    error nothing is left behind.
+    """
+    degrader = Degrader(get_preset(preset), seed)
+    in_dir = Path(in_dir)
+    if not in_dir.is_dir():
+        raise BfrzooError(f"input folder {str(in_dir)!r} does not exist or is not a folder")
+    folder, names = resolve_split(in_dir, split if (in_dir / "split.json").is_file() else None)
+    stems = [Path(n).stem for n in names]
+    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    if dupes:
+        raise BfrzooError(f"images share the stem(s) {dupes[:3]} in {str(folder)!r}; LQ files are <stem>.png: rename them")
+    if size is not None and (size <= 0 or size % 8):
+        raise ValueError(f"size must be a positive multiple of 8, got {size}")
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+        for name, stem in zip(names, stems):
+            hq = resize_image(read_image(folder / name), size)
+            lq = degrader(hq[None], seeds=[eval_seed(seed, name)])[0]
+            write_png(lq, tmp / f"{stem}.png")
+        manifest = {
+            "preset": degrader.preset.name,
+            "seed": seed,
+            "size": size,
+            "split": split if (in_dir / "split.json").is_file() else None,
+            "bfrzoo_version": bfrzoo.__version__,
+            "source": str(in_dir.resolve()),
+            "count": len(names),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return len(names)
