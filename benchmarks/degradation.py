@@ -27,8 +27,13 @@ SAMPLE = ROOT / "bfrzoo" / "assets" / "sample" / "faces512" / "images"
 
 
 def _commit() -> str:
+    """Short commit hash, with ``-dirty`` when the degradation code differs from it."""
     try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
+        head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", "bfrzoo/data", "benchmarks/degradation.py"], cwd=ROOT
+        ).returncode != 0
+        return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

@@ -27,6 +27,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "bfrzoo.models.gpen",
     "bfrzoo.models.parsenet",
     "bfrzoo.models.psfrgan",
+    "bfrzoo.models.multiscale_discriminator",
 )
 
 F = TypeVar("F", bound=Callable[..., nn.Module])

@@ -96,7 +96,7 @@ def test_val_and_test_lq_identical_across_instances_and_batch_sizes() -> None:
     b = _batches(FaceDataModule(size=64, batch_size=8, preset="gpen", seed=5).test_dataloader())
     c = _batches(FaceDataModule(size=64, batch_size=1, preset="gpen", seed=6).val_dataloader())
     assert a["name"] == b["name"]
-    assert torch.allclose(a["lq"], b["lq"], atol=1e-6)
+    assert torch.equal(a["lq"], b["lq"])  # bit-identical across instances, batch sizes and val/test
     assert not torch.allclose(a["lq"], c["lq"])
 
 
@@ -193,3 +193,78 @@ def test_lightning_trainer_gets_degraded_batches() -> None:
     assert len(seen) >= 3
     for b in seen:
         assert set(b) == {"hq", "lq", "name"} and b["lq"] == b["hq"] == (2, 3, 32, 32)
+
+
+def test_corrupt_image_one_clear_error_or_skipped_with_warning(tmp_path: Path) -> None:
+    from bfrzoo.errors import ImageInputError
+
+    src = tmp_path / "faces"
+    src.mkdir()
+    names = FaceFolder(FACES, split="val").names[:2]
+    (src / "a.jpg").write_bytes((FACES / "images" / names[0]).read_bytes())
+    (src / "b_broken.png").write_bytes(b"\x89PNG truncated")
+    (src / "c.jpg").write_bytes((FACES / "images" / names[1]).read_bytes())
+    strict = FaceFolder(src, size=32)
+    assert strict[0]["name"] == "a.jpg"
+    with pytest.raises(ImageInputError, match=r"b_broken\.png.*skip_corrupt"):
+        strict[1]
+    lenient = FaceFolder(src, size=32, skip_corrupt=True)
+    with pytest.warns(UserWarning, match="b_broken.png"):
+        item = lenient[1]
+    assert item["name"] == "c.jpg" and torch.equal(item["hq"], strict[2]["hq"])  # the next readable image
+    # training skips (warning), validation never does: a fixed test set must not change silently
+    dm = FaceDataModule(root=str(src), size=32, batch_size=3, skip_corrupt=True, flip=False)
+    with pytest.warns(UserWarning, match="b_broken.png"):
+        batch = next(iter(dm.train_dataloader()))
+    assert sorted(batch["name"]) == ["a.jpg", "c.jpg", "c.jpg"]
+    with pytest.raises(ImageInputError, match="b_broken.png"):
+        list(dm.val_dataloader())
+
+
+def test_training_flips_are_seeded_and_consistent() -> None:
+    """Flips come from (seed, epoch, index): identical for two instances, about half the images, masks follow."""
+
+    def first_epoch(seed: int) -> dict:
+        dm = FaceDataModule(size=32, batch_size=4, with_masks=True, seed=seed, preset="gpen", limit_train=16)
+        out: dict = {"hq": [], "mask": [], "name": []}
+        for b in dm.train_dataloader():
+            for k in out:
+                out[k] += list(b[k]) if k == "name" else [b[k]]
+        return {k: (v if k == "name" else torch.cat(v)) for k, v in out.items()}
+
+    a, b = first_epoch(0), first_epoch(0)
+    assert a["name"] == b["name"] and torch.equal(a["hq"], b["hq"]) and torch.equal(a["mask"], b["mask"])
+    plain = FaceFolder(FACES, split="train", size=32, with_masks=True)
+    flipped = 0
+    for name, hq, mask in zip(a["name"], a["hq"], a["mask"]):
+        ref = plain[plain.names.index(name)]
+        if torch.equal(hq, ref["hq"]):
+            assert torch.equal(mask, ref["mask"])
+        else:
+            assert torch.equal(hq, ref["hq"].flip(-1))
+            assert torch.equal(mask, flip_sample(ref)["mask"])  # flipped with 4<->5, 6<->7, 8<->9 swapped
+            flipped += 1
+    assert len(a["name"]) == 16 and 0 < flipped < 16
+    assert not torch.equal(first_epoch(1)["hq"], a["hq"])  # another seed, other shuffling and flips
+
+
+def test_epoch_seeding_follows_lightning_set_epoch() -> None:
+    """Shuffle order and degradation tags come from the epoch Lightning sets (resumed runs match), else a count."""
+    from bfrzoo.data.datamodule import _EpochBatchSampler, _EpochRandomSampler
+
+    def epoch_batches(set_epoch: int | None, seed: int = 0, passes: int = 1) -> list:
+        sampler = _EpochRandomSampler(range(10), seed)
+        batches = _EpochBatchSampler(sampler, 4, drop_last=True)
+        if set_epoch is not None:
+            sampler.set_epoch(set_epoch)
+        return [list(batches) for _ in range(passes)]
+
+    (e3,) = epoch_batches(3)
+    assert [key[:2] for b in e3 for key in b] == [(3, 0)] * 4 + [(3, 1)] * 4
+    assert epoch_batches(3) == [e3]  # a fresh sampler (a resumed run) at epoch 3 repeats epoch 3 exactly
+    counted = epoch_batches(None, passes=2)
+    assert {k[0] for b in counted[0] for k in b} == {0}
+    assert {k[0] for b in counted[1] for k in b} == {1}
+    order = lambda batches: [k[2] for b in batches for k in b]  # noqa: E731
+    assert order(counted[0]) != order(counted[1]) and order(e3) != order(counted[0])
+    assert order(epoch_batches(3, seed=1)[0]) != order(e3)

@@ -1,6 +1,7 @@
 """Degradation ops: kernels, filters, noise, torch JPEG vs PIL, seeding and the paper presets."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from pathlib import Path
@@ -216,15 +217,16 @@ def test_same_seed_same_output_different_seed_different() -> None:
         assert _psnr(a, x) < 40  # it did degrade
 
 
-def test_per_sample_seeds_independent_of_batch() -> None:
+@pytest.mark.parametrize("preset", ["common", "psfrgan", "mmrb"])
+def test_per_sample_seeds_bit_identical_whatever_the_batch(preset: str) -> None:
+    """Evaluation LQ depends only on (image, seed): not on batch size, order or neighbours (exact equality)."""
     x = _face(4, 64)
-    d = Degrader("psfrgan")
+    d = Degrader(preset)
     full = d(x, seeds=[1, 2, 3, 4])
-    part = d(x[2:], seeds=[3, 4])
-    single = d(x[1:2], seeds=[2])
-    assert torch.allclose(full[2:], part, atol=1e-6)
-    assert torch.allclose(full[1:2], single, atol=1e-6)
-    assert not torch.allclose(full[0], d(x[:1], seeds=[5])[0])
+    assert torch.equal(full[2:], d(x[2:], seeds=[3, 4]))
+    assert torch.equal(full[1:2], d(x[1:2], seeds=[2]))
+    assert torch.equal(full.flip(0), d(x.flip(0), seeds=[4, 3, 2, 1]))
+    assert not torch.equal(full[0], d(x[:1], seeds=[5])[0])
 
 
 def test_degrade_rejects_bad_input_and_unknown_preset() -> None:
@@ -244,23 +246,67 @@ def test_gpen_scale_clamped_to_min_lq_size() -> None:
     assert float(p.noise_sigma.max()) <= 25
 
 
-def test_preset_ranges_match_papers() -> None:
-    gpen, psfr, mpc, mmrb, common = (get_preset(n) for n in ("gpen", "psfrgan", "mpcnet", "mmrb", "common"))
-    assert (gpen.scale, gpen.noise_sigma, gpen.jpeg_quality) == ((10.0, 200.0), (0.0, 25.0), (5, 50))  # GPEN 4.2
-    assert set(gpen.blur_kinds) == {"gaussian", "motion"}
-    # PSFR-GAN appx. B: resize 32/512..256/512, AWGN <= 0.1*255, imgaug compression 10..65 -> quality 35..90
-    assert psfr.scale == (2.0, 16.0) and psfr.noise_sigma == (0.0, 0.1 * 255) and psfr.jpeg_quality == (35, 90)
-    assert set(psfr.blur_kinds) == {"gaussian", "average", "median", "motion"}
-    assert psfr.gaussian_sigma == (3.0, 15.0) and psfr.box_size == (3, 15) and psfr.motion_length == (5, 25)
-    # MPCNet 3.1: r in [4, 16], q (compression) in [10, 65] -> quality 100 - q
-    assert mpc.scale == (4.0, 16.0) and mpc.jpeg_quality == (100 - 65, 100 - 10) and mpc.noise_sigma == (0.0, 25.5)
-    # MMRB IV-A: 41, [0.4:8], [0:25], [5:50]
-    assert (mmrb.gaussian_kernel, mmrb.scale, mmrb.noise_sigma, mmrb.jpeg_quality) == (41, (0.4, 8.0), (0.0, 25.0), (5, 50))
-    assert (common.gaussian_sigma, common.scale, common.noise_sigma, common.jpeg_quality) == ((0.1, 10.0), (1.0, 8.0), (0.0, 15.0), (60, 100))
-    for p in PRESETS.values():
-        assert p.citation and p.notes
-    with pytest.raises(UnknownNameError, match="gpen, mmrb, mpcnet, psfrgan"):
+# Each paper's stated ranges, quoted from its text (see the preset's citation), as preset field values.
+PAPER_RANGES: dict[str, dict[str, object]] = {
+    # GPEN Sec. 4.2: Gaussian + motion blur; sigma in [0, 25] channel-wise; s uniform in [10, 200]; q in [5, 50]
+    "gpen": dict(blur_kinds={"gaussian", "motion"}, scale=(10.0, 200.0), scale_sampling="factor",
+                 noise_sigma=(0.0, 25.0), jpeg_quality=(5, 50)),
+    # PSFR-GAN appx. B: Gaussian/average/median 3..15, motion 5..25; r in [32/512, 256/512] (imgaug Resize:
+    # uniform size ratio); AWGN 0..0.1*255; imgaug compression 10..65 -> quality 100 - c = 35..90
+    "psfrgan": dict(blur_kinds={"gaussian", "average", "median", "motion"}, gaussian_sigma=(3.0, 15.0),
+                    box_size=(3, 15), motion_length=(5, 25), scale=(512 / 256, 512 / 32), scale_sampling="ratio",
+                    noise_sigma=(0.0, 0.1 * 255), jpeg_quality=(100 - 65, 100 - 10)),
+    # MPCNet Sec. 3.1: same kernels; r in [4:16]; AWGN 0..0.1*255 channel-wise; compression q in [10:65]
+    "mpcnet": dict(blur_kinds={"gaussian", "average", "median", "motion"}, gaussian_sigma=(3.0, 15.0),
+                   box_size=(3, 15), motion_length=(5, 25), scale=(4.0, 16.0), scale_sampling="factor",
+                   noise_sigma=(0.0, 0.1 * 255), jpeg_quality=(100 - 65, 100 - 10)),
+    # MMRB Sec. IV-A, Eq. (17): k, s, delta, q from 41, [0.4 : 8], [0 : 25], [5 : 50]; Gaussian and motion blur
+    "mmrb": dict(blur_kinds={"gaussian", "motion"}, gaussian_kernel=41, scale=(0.4, 8.0), scale_sampling="factor",
+                 noise_sigma=(0.0, 25.0), jpeg_quality=(5, 50)),
+    # bfrzoo's comparison preset (GFPGAN-style): Gaussian sigma 0.1-10, downsample 1-8, noise 0-15, JPEG 60-100
+    "common": dict(blur_kinds={"gaussian", "aniso_gaussian"}, gaussian_sigma=(0.1, 10.0), scale=(1.0, 8.0),
+                   noise_sigma=(0.0, 15.0), jpeg_quality=(60, 100), gray_prob=0.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_RANGES))
+def test_preset_ranges_match_paper(name: str) -> None:
+    preset = get_preset(name)
+    for field, expected in PAPER_RANGES[name].items():
+        got = getattr(preset, field)
+        got = set(got) if field == "blur_kinds" else got
+        if isinstance(expected, tuple):
+            assert got == pytest.approx(expected), (name, field)
+        else:
+            assert got == expected, (name, field)
+    assert preset.citation and preset.notes and preset.name == name
+
+
+def test_preset_registry_and_validation() -> None:
+    assert sorted(PRESETS) == sorted(PAPER_RANGES)
+    with pytest.raises(UnknownNameError, match="common, gpen, mmrb, mpcnet, psfrgan"):
         get_preset("gfpgan")
+    with pytest.raises(ValueError, match="lo > hi"):
+        dataclasses.replace(get_preset("common"), jpeg_quality=(90, 60))
+    with pytest.raises(ValueError, match="scale_sampling"):
+        dataclasses.replace(get_preset("common"), scale_sampling="log")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        get_preset("common").scale = (1.0, 2.0)  # type: ignore[misc]
+
+
+def test_scale_sampling_factor_vs_ratio() -> None:
+    """PSFR-GAN draws the size ratio uniformly (LQ side uniform in 32..256 px at 512); MPCNet draws r uniformly."""
+    from bfrzoo.data.degradations import sample_params
+
+    g = torch.Generator().manual_seed(4)
+    psfr = sample_params(get_preset("psfrgan"), 20000, 512, 512, g).lq_height.double()
+    assert 32 <= psfr.min() and psfr.max() <= 256
+    assert math.isclose(float(psfr.mean()), (32 + 256) / 2, rel_tol=0.02)
+    assert math.isclose(float(psfr.median()), 144, rel_tol=0.03)
+    mpc = sample_params(get_preset("mpcnet"), 20000, 512, 512, g).lq_height.double()
+    s = 512 / mpc  # r uniform in [4, 16]: mean 10, so the LQ side is NOT uniform (median 512 / 10 ~ 51 px)
+    assert math.isclose(float(s.mean()), 10.0, rel_tol=0.02)
+    assert math.isclose(float(mpc.median()), 512 / 10, rel_tol=0.04)
 
 
 def test_sampled_parameters_cover_the_ranges() -> None:

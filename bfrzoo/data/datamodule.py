@@ -6,9 +6,12 @@ and ``landmarks`` ``(N, 5, 2)`` float, ``name`` list[str]. Where the degradation
 loader workers) otherwise. Seeds:
 
 * training batches: ``stable_seed(seed, "train", global_rank, epoch, batch_index)`` -- DDP ranks differ;
-* validation / test samples: ``stable_seed(seed, file stem)``, one per image, so the LQ does not depend on
-  batch size, rank count, order or device; ``bfrzoo degrade`` (:func:`bfrzoo.data.folder.degrade_folder`) uses
-  the same seeds, so a folder it writes from the val split equals this module's built-in test set.
+  shuffling: ``stable_seed(seed, "shuffle", epoch)`` (the epoch from Lightning's ``set_epoch``, so resumes match);
+  training flips: a coin ``stable_seed(seed, "flip", epoch, index)``, independent of workers;
+* validation / test samples: ``stable_seed(seed, file stem)``, one per image, each degraded on its own, so the
+  LQ is bit-identical whatever the batch size, rank count or order (on one device type); ``bfrzoo degrade``
+  (:func:`bfrzoo.data.folder.degrade_folder`) uses the same seeds, so a folder it writes from the val split
+  equals this module's built-in test set.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 import bfrzoo
-from bfrzoo.data.datasets import FaceFolder, LQFolder, PairedLQ, resolve_split
+from bfrzoo.data.datasets import FaceFolder, LQFolder, PairedLQ, flip_sample, resolve_split
 from bfrzoo.data.degradations import Degrader, stable_seed
 from bfrzoo.data.presets import get_preset
 from bfrzoo.errors import BfrzooError
@@ -36,35 +39,60 @@ def eval_seed(seed: int, name: str) -> int:
     return stable_seed(seed, Path(name).stem)
 
 
+class _EpochRandomSampler(RandomSampler):
+    """Shuffles with a generator seeded by ``(seed, epoch)``, so a resumed run sees the same order per epoch.
+
+    Lightning calls ``set_epoch`` (its ``_set_sampler_epoch``) before each training epoch; outside Lightning
+    ``epoch`` stays ``None`` and the batch sampler counts epochs itself.
+    """
+
+    def __init__(self, data: Dataset, seed: int) -> None:
+        super().__init__(data, generator=torch.Generator())  # type: ignore[arg-type]
+        self.seed = seed
+        self.epoch: int | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(stable_seed(self.seed, "shuffle", epoch))  # type: ignore[union-attr]
+
+
 class _EpochBatchSampler(BatchSampler):
     """A BatchSampler that tags every index with ``(epoch, batch_index)`` for the training degradation seed.
 
-    Keeps BatchSampler's signature so Lightning can rebuild it around a DistributedSampler under DDP.
+    Keeps BatchSampler's signature so Lightning can rebuild it around a DistributedSampler under DDP (whose
+    ``epoch`` Lightning sets).
     """
 
     def __init__(self, sampler: Any, batch_size: int, drop_last: bool) -> None:
         super().__init__(sampler, batch_size, drop_last)
-        self.epoch = 0
+        self._count = 0
 
     def __iter__(self):  # type: ignore[override]
-        epoch = getattr(self.sampler, "epoch", self.epoch)  # DistributedSampler.set_epoch, else own count
-        self.epoch += 1
+        epoch = getattr(self.sampler, "epoch", None)  # set_epoch by Lightning, else our own count
+        epoch = self._count if epoch is None else int(epoch)
+        self._count += 1
+        if hasattr(self.sampler, "start_epoch"):
+            self.sampler.start_epoch(epoch)
         for b, batch in enumerate(super().__iter__()):
-            yield [(int(epoch), b, i) for i in batch]
+            yield [(epoch, b, i) for i in batch]
 
 
 class _Tagged(Dataset):
-    """Passes ``(epoch, batch_index, index)`` keys through as ``"_tag"`` on the item."""
+    """Passes ``(epoch, batch_index, index)`` keys through as ``"_tag"`` on the item; flips with a seeded coin."""
 
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
+    def __init__(self, dataset: FaceFolder, flip: bool = False, seed: int = 0) -> None:
+        self.dataset, self.flip, self.seed = dataset, flip, seed
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, key: tuple[int, int, int]) -> dict[str, Any]:
         epoch, batch_index, index = key
-        item = self.dataset[index]
+        item = self.dataset.load(index)
+        if self.flip and stable_seed(self.seed, "flip", epoch, index) & 1:
+            item = flip_sample(item)
         item["_tag"] = (epoch, batch_index)
         return item
 
@@ -123,7 +151,11 @@ class FaceDataModule(L.LightningDataModule):
         test_lq_dir: a fixed LQ folder made by ``bfrzoo degrade`` (``<stem>.png`` per val image); ``None`` =
             the val split degraded with per-image seeds (identical to what ``bfrzoo degrade`` writes).
         limit_train: use only the first N training images.
-        flip: random horizontal flips of training images (masks and landmarks follow).
+        flip: random horizontal flips of training images (masks and landmarks follow), seeded by
+            ``(seed, epoch, index)``.
+        skip_corrupt: skip unreadable TRAINING images with a warning instead of stopping with an
+            ImageInputError (validation / test images must all be readable: a fixed test set never changes
+            silently).
         predict_dir: folder of LQ images for ``predict`` (batches ``{"lq", "name"}``, one image per batch so
             sizes may differ).
     """
@@ -143,6 +175,7 @@ class FaceDataModule(L.LightningDataModule):
         limit_train: int | None = None,
         flip: bool = True,
         predict_dir: str | None = None,
+        skip_corrupt: bool = False,
     ) -> None:
         super().__init__()
         get_preset(preset)  # UnknownNameError listing the presets
@@ -164,6 +197,7 @@ class FaceDataModule(L.LightningDataModule):
         self.size, self.preset, self.batch_size, self.num_workers, self.seed = size, preset, batch_size, num_workers, seed
         self.with_masks, self.with_landmarks, self.val_split = with_masks, with_landmarks, val_split
         self.test_lq_dir, self.limit_train, self.flip, self.predict_dir = test_lq_dir, limit_train, flip, predict_dir
+        self.skip_corrupt = skip_corrupt
         self.degrader = Degrader(preset, seed)
         self.save_hyperparameters()
         self._sets: dict[str, Dataset] = {}
@@ -172,8 +206,8 @@ class FaceDataModule(L.LightningDataModule):
     def _faces(self, split: str | None, train: bool) -> FaceFolder:
         return FaceFolder(
             self.root, split=split, size=self.size, with_masks=self.with_masks, with_landmarks=self.with_landmarks,
-            flip=self.flip and train, limit=self.limit_train if train else None,
-        )
+            flip=False, limit=self.limit_train if train else None, skip_corrupt=self.skip_corrupt and train,
+        )  # training flips happen in _Tagged, with a seeded coin
 
     def _has_split(self) -> bool:
         return (Path(self.root) / "split.json").is_file()
@@ -214,10 +248,10 @@ class FaceDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         data = self._dataset("train")
-        sampler = RandomSampler(data, generator=torch.Generator().manual_seed(self.seed))
+        sampler = _EpochRandomSampler(data, self.seed)
         drop_last = len(data) >= self.batch_size  # tiny data roots still give one batch
         return DataLoader(
-            _Tagged(data), batch_sampler=_EpochBatchSampler(sampler, self.batch_size, drop_last),
+            _Tagged(data, flip=self.flip, seed=self.seed), batch_sampler=_EpochBatchSampler(sampler, self.batch_size, drop_last),
             num_workers=self.num_workers, collate_fn=self._collate("train"), pin_memory=self._on_device(),
             persistent_workers=self.num_workers > 0,
         )

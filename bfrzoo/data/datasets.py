@@ -13,6 +13,7 @@ A plain folder of images works too (all its images form the one split).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,9 @@ class FaceFolder(Dataset):
     Items: ``{"hq": (3, size, size) float [0, 1], "name": str}`` plus ``"mask"`` ``(size, size)`` int64 0..18
     (nearest-resized) if ``with_masks`` and ``"landmarks"`` ``(5, 2)`` float pixel ``(x, y)`` (scaled) if
     ``with_landmarks``. ``flip`` mirrors each item with probability 1/2 (torch's global RNG, seeded per worker
-    by Lightning), masks and landmarks consistently.
+    by Lightning), masks and landmarks consistently; :class:`~bfrzoo.data.FaceDataModule` instead flips with
+    a seeded coin per (epoch, index). An unreadable image or mask raises one :class:`ImageInputError` naming
+    the file, or, with ``skip_corrupt``, is replaced by the next readable item with a warning (once per file).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class FaceFolder(Dataset):
         with_landmarks: bool = False,
         flip: bool = False,
         limit: int | None = None,
+        skip_corrupt: bool = False,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -131,6 +135,8 @@ class FaceFolder(Dataset):
         self.folder, names = resolve_split(self.root, split)
         self.names = names[:limit] if limit is not None else names
         self.size, self.with_masks, self.with_landmarks, self.flip = size, with_masks, with_landmarks, flip
+        self.skip_corrupt = skip_corrupt
+        self._skipped: set[str] = set()
         if with_masks:
             missing = [n for n in self.names if not self._mask_path(n).is_file()]
             if missing:
@@ -160,6 +166,29 @@ class FaceFolder(Dataset):
         return len(self.names)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.load(index)
+        if self.flip and torch.rand(()) < 0.5:
+            sample = flip_sample(sample)
+        return sample
+
+    def load(self, index: int) -> dict[str, Any]:
+        """Item ``index`` without the random flip; with ``skip_corrupt`` the next readable item if it is unreadable."""
+        for step in range(len(self.names)):
+            i = (index + step) % len(self.names)
+            try:
+                return self._read(i)
+            except ImageInputError as exc:
+                if not self.skip_corrupt:
+                    raise ImageInputError(
+                        f"{exc} (unreadable training images can instead be skipped with a warning: "
+                        "--data.skip_corrupt true, or FaceFolder(skip_corrupt=True))"
+                    ) from exc
+                if self.names[i] not in self._skipped:
+                    self._skipped.add(self.names[i])
+                    warnings.warn(f"skipping an unreadable image: {exc}", stacklevel=2)
+        raise ImageInputError(f"none of the {len(self.names)} images in {str(self.folder)!r} can be read")
+
+    def _read(self, index: int) -> dict[str, Any]:
         name = self.names[index]
         sample: dict[str, Any] = {"hq": resize_image(read_image(self.folder / name), self.size), "name": name}
         if self.with_masks:
@@ -172,8 +201,6 @@ class FaceFolder(Dataset):
             if self.size is not None and self.size != self.landmark_size:
                 lm = (lm + 0.5) * (self.size / self.landmark_size) - 0.5  # pixel-index centres scale about edges
             sample["landmarks"] = lm
-        if self.flip and torch.rand(()) < 0.5:
-            sample = flip_sample(sample)
         return sample
 
 

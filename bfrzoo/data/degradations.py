@@ -7,8 +7,9 @@ The model every preset instantiates (GPEN Eq. (4), PSFR-GAN Eq. (12), MPCNet Sec
 with one blur kernel ``k``, scale ``s``, noise level ``sigma`` and quality ``q`` per image. Per-image kernels
 of different sizes are zero-padded to one size and applied together (grouped / FFT convolution); per-image
 LQ sizes share one zero-padded canvas and are resampled with per-image matrices, so no Python loop runs over
-the samples of a batch (except the per-sample-seed path, which draws each sample's random numbers from its
-own CPU generator so that validation LQ does not depend on batch composition or device).
+the samples of a training batch. The per-sample-seed (evaluation) path draws each sample's random numbers
+from its own CPU generator and degrades the samples one by one, so validation / test LQ is bit-identical
+whatever the batch composition, batch size or rank.
 """
 from __future__ import annotations
 
@@ -284,7 +285,10 @@ def sample_params(
     box = 2 * integers((lo_odd - 1) // 2, (max(hi_odd, lo_odd) - 1) // 2) + 1
     motion_len = integers(*preset.motion_length)
     motion_angle = uniform(0.0, 360.0)
-    scale = uniform(*preset.scale)
+    if preset.scale_sampling == "ratio":  # size ratio 1/s uniform (PSFR-GAN's imgaug Resize)
+        scale = 1.0 / uniform(1.0 / preset.scale[1], 1.0 / preset.scale[0])
+    else:  # factor s uniform (GPEN, MPCNet, MMRB)
+        scale = uniform(*preset.scale)
     lq_h = torch.round(height / scale).long().clamp_min(min(preset.min_lq_size, height))
     lq_w = torch.round(width / scale).long().clamp_min(min(preset.min_lq_size, width))
     noise = uniform(*preset.noise_sigma)
@@ -361,10 +365,12 @@ class Degrader:
     >>> lq = Degrader("gpen", seed=0)(hq)                       # training: continues one seeded stream
     >>> lq = Degrader("gpen")(hq, seeds=[11, 12, 13])            # evaluation: one seed per sample
 
-    With ``seeds`` every sample's parameters and noise come from its own CPU generator, so its LQ does not
-    depend on the batch it is in, the rank or the device (up to float rounding). Otherwise a generator on
-    ``hq.device`` (seeded with ``seed`` on first use, or reseeded by the ``seed`` argument of the call) is used:
-    the same seed gives the same output on the same device.
+    With ``seeds`` every sample's parameters and noise come from its own CPU generator and each sample is
+    degraded on its own, so its LQ is bit-identical whatever batch or rank it is in (and the same on devices of
+    one type; CPU and GPU differ by float rounding). This is the evaluation path, a loop over the samples;
+    training uses the batched path: a generator on ``hq.device`` (seeded with ``seed`` on first use, or
+    reseeded by the ``seed`` argument of the call), every op batched: the same seed gives the same output on
+    the same device.
     """
 
     def __init__(self, preset: str | DegradationPreset = "common", seed: int = 0) -> None:
@@ -393,16 +399,16 @@ class Degrader:
             seeds = [int(s) for s in (seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds)]
             if len(seeds) != n:
                 raise ValueError(f"got {len(seeds)} per-sample seeds for a batch of {n}")
-            plist, nlist = [], []
-            for s in seeds:
+            # One sample at a time: a batched call pads kernels / canvases to the batch maximum, and the
+            # resulting ulp-level differences can flip 8-bit and JPEG roundings (measured: up to 6 grey
+            # levels). Evaluation LQ must be bit-identical whatever the batch, so it is not batched.
+            out = []
+            for i, s in enumerate(seeds):
                 g = torch.Generator().manual_seed(s)
                 p = sample_params(self.preset, 1, h, w, g)
-                plist.append(p)
-                nlist.append(torch.randn(1, 3, int(p.lq_height), int(p.lq_width), generator=g))
-            params = DegradationParams.cat(plist)
-            hc, wc = int(params.lq_height.max()), int(params.lq_width.max())
-            noise = torch.cat([F.pad(z, (0, wc - z.shape[-1], 0, hc - z.shape[-2])) for z in nlist])
-            return apply_degradation(hq, params.to(hq.device), noise.to(hq.device), self.preset)
+                noise = torch.randn(1, 3, int(p.lq_height), int(p.lq_width), generator=g)
+                out.append(apply_degradation(hq[i : i + 1], p.to(hq.device), noise.to(hq.device), self.preset))
+            return torch.cat(out)
         g = self.generator(hq.device, seed)
         params = sample_params(self.preset, n, h, w, g)
         hc, wc = int(params.lq_height.max()), int(params.lq_width.max())

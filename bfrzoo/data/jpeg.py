@@ -97,21 +97,33 @@ def jpeg(images: torch.Tensor, quality: torch.Tensor | int) -> torch.Tensor:
     ph, pw = (-h) % 16, (-w) % 16
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = -0.168735892 * r - 0.331264108 * g + 0.5 * b + 128.0
-    cr = 0.5 * r - 0.418687589 * g - 0.081312411 * b + 128.0
-    # libjpeg rounds the converted samples to 8 bit before downsampling.
-    y, cb, cr = y.round(), cb.round(), cr.round()
-    chroma = F.avg_pool2d(torch.cat([cb, cr], 1), 2)  # h2v2 downsampling: 2x2 box average
-    y_rec = _quantize_plane(y - 128.0, luma_t) + 128.0
-    c_rec = _quantize_plane(chroma - 128.0, chroma_t) + 128.0
-    y_rec = y_rec.round().clamp(0, 255)
-    c_rec = c_rec.round().clamp(0, 255)
+    # libjpeg rounds the converted samples to 8 bit before downsampling; level shift (-128) folded in.
+    fwd, bwd = _colour_matrices(x.device)
+    shift = torch.tensor((-128.0, 0.0, 0.0), device=x.device).view(1, 3, 1, 1)
+    ycc = (_colour(x, fwd) + shift).round()
+    chroma = F.avg_pool2d(ycc[:, 1:], 2)  # h2v2 downsampling: 2x2 box average
+    y_rec = (_quantize_plane(ycc[:, :1], luma_t) + 128.0).round().clamp(0, 255)
+    c_rec = (_quantize_plane(chroma, chroma_t) + 128.0).round().clamp(0, 255) - 128.0
     c_up = F.interpolate(c_rec, scale_factor=2, mode="bilinear", align_corners=False)  # fancy upsampling
-    cb_u, cr_u = c_up[:, 0:1] - 128.0, c_up[:, 1:2] - 128.0
-    r = y_rec + 1.402 * cr_u
-    g = y_rec - 0.344136286 * cb_u - 0.714136286 * cr_u
-    b = y_rec + 1.772 * cb_u
-    out = torch.cat([r, g, b], 1).round().clamp(0, 255) / 255.0
+    rgb = _colour(torch.cat([y_rec, c_up], 1), bwd)
+    out = rgb.round().clamp(0, 255) / 255.0
     return out[:, :, :h, :w].to(images.dtype)
+
+
+def _colour(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Per-pixel 3x3 colour transform ``(N, 3, H, W)`` -> ``(N, 3, H, W)`` in two elementwise passes.
+
+    A broadcast product and a 3-term sum rather than a 1x1 convolution or GEMM: every pixel gets exactly the
+    same float operations whatever the batch size, so per-sample-seeded LQ does not depend on batch composition
+    (a convolution's blocking may change with N, and the 8-bit rounding then turns ulps into grey levels).
+    """
+    return (x.unsqueeze(1) * matrix.view(1, 3, 3, 1, 1)).sum(2)
+
+
+def _colour_matrices(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """JFIF RGB -> YCbCr (Cb, Cr centred on 0) and YCbCr -> RGB ``(3, 3)`` matrices."""
+    fwd = torch.tensor(
+        ((0.299, 0.587, 0.114), (-0.168735892, -0.331264108, 0.5), (0.5, -0.418687589, -0.081312411))
+    )
+    bwd = torch.tensor(((1.0, 0.0, 1.402), (1.0, -0.344136286, -0.714136286), (1.0, 1.772, 0.0)))
+    return fwd.to(device), bwd.to(device)

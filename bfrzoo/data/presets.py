@@ -8,6 +8,7 @@ value per image from them. Every range below is quoted from the paper section na
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from bfrzoo.errors import UnknownNameError
 
@@ -27,7 +28,10 @@ class DegradationPreset:
         gaussian_kernel: largest Gaussian kernel side (odd); the actual side is ``min(2*ceil(3 sigma)+1, this)``.
         box_size: ``(lo, hi)`` odd side of the average / median kernels (uniform over the odd integers).
         motion_length: ``(lo, hi)`` motion-blur line length in pixels (uniform integer), random angle.
-        scale: ``(lo, hi)`` downsampling factor ``s`` (uniform): the LQ is ``round(H / s)`` pixels high.
+        scale: ``(lo, hi)`` downsampling factor ``s``: the LQ is ``round(H / s)`` pixels high.
+        scale_sampling: ``"factor"`` draws ``s`` uniformly from ``scale`` (GPEN, MPCNet, MMRB: "s is uniformly
+            sampled from [a, b]"); ``"ratio"`` draws the size ratio ``1 / s`` uniformly from
+            ``[1 / hi, 1 / lo]`` (PSFR-GAN: imgaug ``Resize((32/512, 256/512))``, so the LQ side is uniform).
         min_lq_size: smallest LQ side in pixels (clamps large ``s``).
         noise_sigma: ``(lo, hi)`` std of the additive Gaussian noise on the 0..255 scale, independent per channel.
         jpeg_quality: ``(lo, hi)`` IJG JPEG quality (uniform integer, inclusive).
@@ -45,6 +49,7 @@ class DegradationPreset:
     scale: tuple[float, float]
     noise_sigma: tuple[float, float]
     jpeg_quality: tuple[int, int]
+    scale_sampling: Literal["factor", "ratio"] = "factor"
     min_lq_size: int = 4
     gray_prob: float = 0.0
     notes: str = ""
@@ -59,6 +64,10 @@ class DegradationPreset:
                 raise ValueError(f"preset {self.name!r}: {field} range ({lo}, {hi}) has lo > hi")
         if not (1 <= self.jpeg_quality[0] and self.jpeg_quality[1] <= 100):
             raise ValueError(f"preset {self.name!r}: JPEG quality must lie in [1, 100]")
+        if self.scale_sampling not in ("factor", "ratio"):
+            raise ValueError(
+                f"preset {self.name!r}: scale_sampling must be 'factor' or 'ratio', got {self.scale_sampling!r}"
+            )
         if self.scale[0] <= 0 or self.min_lq_size < 1 or self.gaussian_kernel % 2 == 0:
             raise ValueError(f"preset {self.name!r}: scale must be > 0, min_lq_size >= 1, gaussian_kernel odd")
 
@@ -77,8 +86,9 @@ GPEN = DegradationPreset(
     notes=(
         "Sec. 4.2 gives the blur family (Gaussian and motion, 'varying kernel sizes') but no ranges: we use "
         "Gaussian sigma 0.2-10 (kernel <= 41) and motion length 5-25 (the ranges of the other presets). "
-        "s is 'uniformly sampled from [10, 200]' as written; at 512 px that can leave a 2.5 px image, so the "
-        "LQ side is clamped to at least min_lq_size = 4 px."
+        "s is 'uniformly sampled from [10, 200]' as written (the paper trains at 1024 px, where s = 200 leaves "
+        "~5 px); at 512 px that can leave a 2.5 px image, so the LQ side is clamped to at least "
+        "min_lq_size = 4 px (at 512 px every s > 114, about 45 % of the draws, gives that 4 px floor)."
     ),
 )
 
@@ -93,11 +103,14 @@ PSFRGAN = DegradationPreset(
     scale=(2.0, 16.0),
     noise_sigma=(0.0, 25.5),
     jpeg_quality=(35, 90),
+    scale_sampling="ratio",
     notes=(
-        "Built with imgaug: GaussianBlur's parameter 3..15 is sigma (kernel capped at 91 px instead of "
-        "imgaug's ~8 sigma); AverageBlur / MedianBlur k 3..15 (odd sides here); MotionBlur k 5..25. The resize "
-        "scale 32/512..256/512 is the downsampling factor s = 2..16. imgaug's JpegCompression 'compression "
-        "10..65' (higher = stronger) is JPEG quality 100 - compression = 35..90."
+        "Built with imgaug: GaussianBlur's parameter 3..15 is sigma; the kernel side is 2*ceil(3 sigma)+1 "
+        "(<= 91 px), about what OpenCV's 8-bit GaussianBlur behind imgaug uses; AverageBlur / MedianBlur "
+        "k 3..15 (odd sides here: a median needs a centre pixel); MotionBlur k 5..25 at a random angle. "
+        "The resize scale r in [32/512, 256/512] is drawn uniformly as a size ratio (the LQ side is uniform "
+        "in 32..256 px at 512), i.e. s = 1/r in 2..16; we resize with an antialiased bilinear filter, "
+        "imgaug's default is bicubic. imgaug's JpegCompression 'compression 10..65' (higher = stronger) is JPEG quality 100 - compression = 35..90."
     ),
 )
 

@@ -73,7 +73,7 @@ class RestorationTask(L.LightningModule):
         self.save_hyperparameters()
         self.restorer_name = restorer
         self.restorer_args = dict(restorer_args or {})
-        self.net = create_restorer(restorer, **self.restorer_args)
+        self.net = self.build_network()
         if init_weights:
             from bfrzoo.tasks.export import load_restorer_weights
 
@@ -94,6 +94,11 @@ class RestorationTask(L.LightningModule):
         self._grid: list[torch.Tensor] = []
 
     # ----------------------------------------------------------------------------------------------- helpers
+    def build_network(self) -> nn.Module:
+        """The trained network: the registry's ``restorer`` built with ``restorer_args``. A task that trains
+        something other than a registered restorer (the PSFR-GAN parsing network) overrides this."""
+        return create_restorer(self.restorer_name, **self.restorer_args)
+
     def _build_metrics(self) -> nn.Module:
         from bfrzoo.metrics import build_metric_suite
 

@@ -1,0 +1,121 @@
+"""Shared pieces of the metrics: input checks, the BT.601 luma of MATLAB ``rgb2ycbcr``, a per-image-mean
+``Metric`` base, and the frozen wrapper that keeps feature networks in eval mode and out of checkpoints.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from bfrzoo.errors import ImageInputError
+
+#: MATLAB ``rgb2ycbcr`` luma row (ITU-R BT.601, studio swing) for RGB in [0, 1]: Y in [16, 235] on the 0..255 scale.
+#: Y_255 = 16 + 65.481 R + 128.553 G + 24.966 B. (``skimage.color.rgb2ycbcr`` uses the same numbers.)
+YCBCR_Y_WEIGHTS: tuple[float, float, float] = (65.481, 128.553, 24.966)
+
+
+def check_images(x: Tensor, name: str = "images", min_size: int = 1) -> None:
+    """Raise :class:`ImageInputError` unless ``x`` is a float (N, 3, H, W) tensor with H, W >= ``min_size``."""
+    if not isinstance(x, Tensor):
+        raise ImageInputError(f"{name} must be a torch.Tensor of shape (N, 3, H, W) in [0, 1], got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ImageInputError(
+            f"{name} must have shape (N, 3, H, W) (RGB, channels first), got {tuple(x.shape)}; "
+            "add a batch dimension with x[None] or move channels with x.permute(0, 3, 1, 2)"
+        )
+    if not x.is_floating_point():
+        raise ImageInputError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype}; use x.float() / 255")
+    if min(x.shape[-2:]) < min_size:
+        raise ImageInputError(
+            f"{name} of size {tuple(x.shape[-2:])} is too small for this metric: both sides must be >= {min_size} px"
+        )
+
+
+def check_pair(preds: Tensor, target: Tensor, min_size: int = 1) -> None:
+    """Check both images (see :func:`check_images`) and that their shapes are equal."""
+    check_images(preds, "preds", min_size)
+    check_images(target, "target", min_size)
+    if preds.shape != target.shape:
+        raise ImageInputError(
+            f"preds {tuple(preds.shape)} and target {tuple(target.shape)} must have the same shape; "
+            "resize the restored image to the reference size first"
+        )
+
+
+def rgb_to_y(x: Tensor) -> Tensor:
+    """Luma of MATLAB ``rgb2ycbcr`` (BT.601): (N, 3, H, W) RGB in [0, 1] -> (N, 1, H, W) Y in [16/255, 235/255].
+
+    Multiply by 255 for MATLAB's uint8 scale. Equals ``skimage.color.rgb2ycbcr(img)[..., 0] / 255``.
+    """
+    w = torch.tensor(YCBCR_Y_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (16.0 + (x * w).sum(dim=1, keepdim=True)) / 255.0
+
+
+class FrozenFeatureNet(nn.Module):
+    """Holds a pretrained feature network: always in eval mode, no gradients, and never in a state dict.
+
+    The wrapped network is a real submodule (so ``.to(device)`` moves it), but :meth:`state_dict` adds nothing
+    for it, and loading a checkpoint that lacks its keys is not an error (its missing keys are dropped by a
+    load hook). Metric checkpoints thus hold metric states only, and a feature network's weights come from its
+    own file (see :func:`bfrzoo.weights.resolve_weights`).
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net.eval().requires_grad_(False)
+        self.register_load_state_dict_post_hook(FrozenFeatureNet._drop_missing)
+
+    def train(self, mode: bool = True) -> FrozenFeatureNet:  # noqa: ARG002 - locked in eval mode on purpose
+        return super().train(False)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.net(*args, **kwargs)
+
+    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
+        if destination is None:
+            from collections import OrderedDict
+
+            destination = OrderedDict()
+        return destination
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:  # noqa: ARG002
+        self._prefix = prefix  # nothing of ours is saved; remember where we sit for the post hook
+
+    @staticmethod
+    def _drop_missing(module: FrozenFeatureNet, incompatible_keys: Any) -> None:
+        # Runs after the wrapped network's children were loaded: forget their missing keys.
+        prefix = getattr(module, "_prefix", "")
+        incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(prefix)]
+
+
+class PerImageMean(Metric):
+    """A ``Metric`` that averages a per-image score over every image seen (on all DDP ranks).
+
+    States: ``total`` (float64 sum of per-image values) and ``count`` (number of images), both summed across
+    ranks. Subclasses implement :meth:`per_image` ``(preds, target) -> (N,)``.
+    """
+
+    is_differentiable = False
+    full_state_update = False
+    total: Tensor
+    count: Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def per_image(self, preds: Tensor, target: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add a batch: ``preds`` and ``target`` (N, 3, H, W) in [0, 1]."""
+        values = self.per_image(preds, target).detach()
+        self.total += values.double().sum()
+        self.count += values.numel()
+
+    def compute(self) -> Tensor:
+        """The mean of the per-image values (NaN before any update)."""
+        return self.total / self.count

@@ -1,0 +1,125 @@
+"""The `bfrzoo` command: listing, errors, and the demo `fit -> test -> table` path on the embedded faces."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bfrzoo.cli import list_recipes, main, recipe_path
+from bfrzoo.errors import UnknownNameError
+
+TINY = [
+    "--trainer.max_epochs", "1",
+    "--trainer.accelerator", "cpu",
+    "--data.size", "64",
+    "--data.batch_size", "4",
+    "--data.limit_train", "8",
+]
+
+
+def _run_dir(root: Path) -> Path:
+    found = sorted(root.rglob("test_metrics.json"))
+    assert found, f"no test_metrics.json under {root}"
+    return found[-1].parent
+
+
+def test_every_recipe_is_found_and_unknown_recipe_lists_them() -> None:
+    assert "unet" in list_recipes() and "demo" not in list_recipes()
+    for name in list_recipes():
+        assert recipe_path(name).is_file()
+    with pytest.raises(UnknownNameError, match="unet"):
+        recipe_path("unet_xxl")
+
+
+def test_cli_errors_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--recipe", "no_such_recipe"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown recipe 'no_such_recipe'" in err and "unet" in err and "Traceback" not in err
+
+
+def test_list_prints_restorers_recipes_presets_metrics(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["list"])
+    out = capsys.readouterr().out
+    for word in ("unet", "common", "gpen", "psnr", "niqe"):
+        assert word in out
+
+
+def test_bad_config_value_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--recipe", "unet", "--demo", "--data.size", "big"])
+    assert exit_info.value.code != 0
+
+
+def test_demo_fit_writes_checkpoint_table_grid_and_restorer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--recipe", "unet", "--demo", *TINY])
+    run = _run_dir(tmp_path / "runs" / "unet")
+    assert list((run / "checkpoints").glob("*.ckpt"))
+    report = json.loads((run / "test_metrics.json").read_text())
+    assert report["restorer"] == "unet" and report["num_images"] == 8
+    assert set(report["metrics"]) == {"psnr", "ssim", "psnr_y", "ssim_y"}
+    assert report["commit"] and report["device"].startswith("CPU") and report["torch_version"] == torch.__version__
+    assert "| unet |" in (run / "test_metrics.md").read_text()
+
+    # The grid: one row per test image, LQ | restored | HQ side by side.
+    from PIL import Image
+
+    grid = Image.open(run / "test_grid.png")
+    assert grid.size == (3 * 64, 8 * (64 + 2))
+
+    # The table's PSNR is reproducible from restorer.pt on the same fixed test set.
+    from bfrzoo.data import FaceDataModule
+    from bfrzoo.interface import Restorer
+    from bfrzoo.metrics import psnr
+    from bfrzoo.tasks.export import load_restorer
+
+    net = load_restorer(run / "restorer.pt")
+    dm = FaceDataModule(size=64, batch_size=3)
+    dm.setup("test")
+    values = []
+    for batch in dm.test_dataloader():
+        batch = dm.on_after_batch_transfer(batch, 0)
+        values.append(psnr(Restorer(net, device="cpu").restore(batch["lq"]), batch["hq"]))
+    assert abs(torch.cat(values).mean().item() - report["metrics"]["psnr"]) < 1e-3
+
+    # `bfrzoo table` merges runs.
+    out = tmp_path / "table.md"
+    main(["table", str(tmp_path / "runs"), "--out", str(out)])
+    assert "| unet |" in out.read_text()
+
+
+def test_degrade_and_restore_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import bfrzoo
+    from bfrzoo.tasks.export import export_restorer
+
+    sample = Path(bfrzoo.__file__).parent / "assets" / "sample" / "aaf128" / "images"
+    src = tmp_path / "hq"
+    src.mkdir()
+    for f in sorted(sample.iterdir())[:3]:
+        (src / f.name).write_bytes(f.read_bytes())
+    main(["degrade", "--preset", "common", "--seed", "3", str(src), str(tmp_path / "lq")])
+    assert sorted(p.name for p in (tmp_path / "lq").glob("*.png")) == sorted(f"{p.stem}.png" for p in src.iterdir())
+
+    net = bfrzoo.create_restorer("unet", base_channels=8, depth=2)
+    weights = export_restorer(net, "unet", {"base_channels": 8, "depth": 2}, tmp_path / "restorer.pt")
+    main(["restore", "--weights", str(weights), str(tmp_path / "lq"), str(tmp_path / "out")])
+    from bfrzoo.io import read_image
+
+    for f in (tmp_path / "lq").glob("*.png"):
+        # an untrained U-Net is the identity: the output equals its input to 8-bit rounding
+        assert torch.equal(read_image(tmp_path / "out" / f.name), read_image(f))
+
+    # A corrupt input: one clear error, and no output folder left behind.
+    (tmp_path / "lq" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(SystemExit):
+        main(["restore", "--weights", str(weights), str(tmp_path / "lq"), str(tmp_path / "out2")])
+    assert "broken.png" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists() and not list(tmp_path.glob(".out2*"))

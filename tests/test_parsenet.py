@@ -1,0 +1,86 @@
+"""The face parsing network (FPN) IS the published ParseNet: parity with the authors' code, key coverage."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import bfrzoo
+from bfrzoo.errors import CheckpointMismatchError, ImageInputError
+from bfrzoo.models.parsenet import PARSENET_512, ParseNet, onehot_parsing
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+@pytest.fixture(scope="module")
+def ref():
+    return torch.load(FIXTURES / "psfrgan_tiny.pt", weights_only=True)
+
+
+def _cfg(ref) -> dict:
+    cfg = dict(ref["parsenet_config"])
+    cfg["ch_range"] = tuple(cfg["ch_range"])
+    return cfg
+
+
+def test_parity_with_official_parsenet(ref):
+    net = bfrzoo.from_official("parsenet", ref["parsenet_state_dict"], **_cfg(ref))
+    assert not net.training
+    with torch.no_grad():
+        logits, image = net(ref["parsenet_input"])
+    assert (logits - ref["parsenet_output_mask_logits"]).abs().max() < 1e-4
+    assert (image - ref["parsenet_output_image"]).abs().max() < 1e-4
+    # the parity is not trivial: outputs vary across pixels and classes
+    assert ref["parsenet_output_mask_logits"].std() > 1e-2
+
+
+def test_published_512_keys_all_map(fixtures_dir):
+    manifest = json.loads((fixtures_dir / "psfrgan_512_keys.json").read_text())["parsenet"]
+    with torch.device("meta"):
+        net = ParseNet()  # defaults = the published 512 configuration
+    own = {k: list(v.shape) for k, v in net.state_dict().items()}
+    assert own == manifest
+
+
+def test_module_prefix_is_stripped(ref):
+    state = {"module." + k: v for k, v in ref["parsenet_state_dict"].items()}
+    net = bfrzoo.from_official("parsenet", state, **_cfg(ref))
+    with torch.no_grad():
+        logits, _ = net(ref["parsenet_input"])
+    assert (logits - ref["parsenet_output_mask_logits"]).abs().max() < 1e-4
+
+
+def test_mismatched_checkpoint_is_one_clear_error(ref):
+    cfg = _cfg(ref) | {"res_depth": 2}
+    with pytest.raises(CheckpointMismatchError, match="unexpected keys: body.2"):
+        bfrzoo.from_official("parsenet", ref["parsenet_state_dict"], **cfg)
+    with pytest.raises(CheckpointMismatchError):
+        bfrzoo.from_official("parsenet", ref["generator_state_dict"], **_cfg(ref))
+
+
+def test_wrong_input_size_is_rejected(ref):
+    net = ParseNet(**_cfg(ref)).eval()
+    with pytest.raises(ImageInputError, match="64, 64"):
+        net(torch.zeros(1, 3, 48, 48))
+
+
+def test_onehot_parsing_is_argmax():
+    logits = torch.randn(2, 19, 8, 8)
+    onehot = onehot_parsing(logits)
+    assert torch.equal(onehot.sum(1), torch.ones(2, 8, 8))
+    assert torch.equal(onehot.argmax(1), logits.argmax(1))
+    net = ParseNet(in_size=32, out_size=32, min_feat_size=16, base_ch=8, res_depth=1, ch_range=(8, 16)).eval()
+    labels = net.parse(torch.rand(1, 3, 32, 32) * 2 - 1)
+    assert labels.shape == (1, 32, 32) and labels.dtype == torch.int64 and labels.max() < 19
+
+
+def test_pretrained_cfg_names_the_released_file():
+    assert PARSENET_512.filename == "parse_multi_iter_90000.pth"
+    assert PARSENET_512.converter == "parsenet"
+
+
+def test_bad_sizes_are_rejected():
+    with pytest.raises(ValueError, match="power of two"):
+        ParseNet(in_size=96, min_feat_size=32)
