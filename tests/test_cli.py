@@ -123,3 +123,29 @@ def test_degrade_and_restore_commands(tmp_path: Path, monkeypatch: pytest.Monkey
         main(["restore", "--weights", str(weights), str(tmp_path / "lq"), str(tmp_path / "out2")])
     assert "broken.png" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists() and not list(tmp_path.glob(".out2*"))
+
+
+def test_ddp_two_processes_on_cpu_train_and_score_like_one_process(tmp_path: Path) -> None:
+    """`--trainer.devices 2 --trainer.strategy ddp` (gloo on CPU): the run completes on both ranks, rank 0 writes
+    the table, and the synchronised test PSNR over the fixed test set equals a 1-process evaluation of the
+    exported restorer (so metrics are reduced over ALL images of both ranks, not one rank's half)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MASTER_PORT": "29517"}
+    cmd = [sys.executable, "-m", "bfrzoo.cli", "fit", "--recipe", "unet", "--demo", *TINY,
+           "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = _run_dir(tmp_path / "runs" / "unet")
+    report = json.loads((run / "test_metrics.json").read_text())
+    assert report["num_images"] == 8 and "2 processes" in report["notes"]
+
+    from bfrzoo.data import FaceDataModule
+    from bfrzoo.interface import Restorer
+    from bfrzoo.metrics import psnr
+    from bfrzoo.tasks.export import load_restorer
+
+    net = load_restorer(run / "restorer.pt")
+    dm = FaceDataModule(size=64, batch_size=8)
+    dm.setup("test")
+    batch = dm.on_after_batch_transfer(next(iter(dm.test_dataloader())), 0)
+    single = psnr(Restorer(net, device="cpu").restore(batch["lq"]), batch["hq"]).mean().item()
+    assert abs(single - report["metrics"]["psnr"]) < 1e-3

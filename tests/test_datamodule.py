@@ -268,3 +268,15 @@ def test_epoch_seeding_follows_lightning_set_epoch() -> None:
     order = lambda batches: [k[2] for b in batches for k in b]  # noqa: E731
     assert order(counted[0]) != order(counted[1]) and order(e3) != order(counted[0])
     assert order(epoch_batches(3, seed=1)[0]) != order(e3)
+
+
+def test_ddp_eval_shards_cover_every_image_exactly_once() -> None:
+    """Under DDP the evaluation sampler shards without the padding of Lightning's default DistributedSampler,
+    so a test set that does not divide by the world size is still scored on each image exactly once."""
+    from bfrzoo.data.datamodule import _UnpaddedShardSampler
+
+    data = list(range(7))
+    shards = [list(_UnpaddedShardSampler(data, num_replicas=3, rank=r)) for r in range(3)]
+    assert shards == [[0, 3, 6], [1, 4], [2, 5]]
+    assert sorted(i for shard in shards for i in shard) == data
+    assert [len(_UnpaddedShardSampler(data, num_replicas=3, rank=r)) for r in range(3)] == [3, 2, 2]

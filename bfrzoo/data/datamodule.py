@@ -16,11 +16,12 @@ loader workers) otherwise. Seeds:
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 import bfrzoo
 from bfrzoo.data.datasets import FaceFolder, LQFolder, PairedLQ, flip_sample, resolve_split
@@ -56,6 +57,27 @@ class _EpochRandomSampler(RandomSampler):
 
     def start_epoch(self, epoch: int) -> None:
         self.generator.manual_seed(stable_seed(self.seed, "shuffle", epoch))  # type: ignore[union-attr]
+
+
+class _UnpaddedShardSampler(DistributedSampler):
+    """Evaluation shards under DDP: rank ``r`` of ``w`` gets images ``r, r + w, ...`` and NO padding.
+
+    Lightning's default (a padded ``DistributedSampler``) repeats images when the test set does not divide by the
+    world size, which would count them twice in the synchronised metrics. Being a ``DistributedSampler`` already,
+    this one is left in place by Lightning. Ranks may then run different numbers of batches; the metric states
+    are synchronised once in ``compute()``, so that is safe.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.indices = list(range(rank, len(dataset), num_replicas))  # type: ignore[arg-type]
+        self.num_samples = len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 class _EpochBatchSampler(BatchSampler):
@@ -258,8 +280,12 @@ class FaceDataModule(L.LightningDataModule):
 
     def _eval_loader(self, name: str) -> DataLoader:
         data = self._dataset(name)
+        trainer = self.trainer
+        sampler: Sampler[int] = SequentialSampler(data)
+        if trainer is not None and trainer.world_size > 1:
+            sampler = _UnpaddedShardSampler(data, num_replicas=trainer.world_size, rank=trainer.global_rank)
         return DataLoader(
-            data, batch_size=self.batch_size, sampler=SequentialSampler(data), num_workers=self.num_workers,
+            data, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
             collate_fn=self._collate(name), pin_memory=self._on_device(),
         )
 

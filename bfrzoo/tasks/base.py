@@ -199,9 +199,30 @@ class RestorationTask(L.LightningModule):
             self._write_report(values)
         self._grid = []
 
+    def setup(self, stage: str) -> None:
+        # ``Trainer.log_dir`` broadcasts from rank 0, so it must be read on every rank at the same point: here,
+        # never inside an ``is_global_zero`` branch (that deadlocks DDP). Rank-zero writers use the cached path.
+        log_dir = self.trainer.log_dir
+        self._run_dir = Path(log_dir if log_dir else self.trainer.default_root_dir)
+        size = getattr(getattr(self.trainer, "datamodule", None), "size", None)
+        required = self.required_data_size()
+        if size is not None and required is not None and size != required:
+            from bfrzoo.errors import BfrzooError
+
+            raise BfrzooError(
+                f"data.size is {size} but this {self.restorer_name} network works on {required} px faces: set "
+                f"--data.size {required}, or build the network for {size} px through --model.restorer_args"
+            )
+
+    def required_data_size(self) -> int | None:
+        """The face size the trained network needs (``None`` = any size): checked against ``data.size``."""
+        return getattr(self.net, "input_size", None)
+
     def _out_dir(self) -> Path:
-        log_dir = self.trainer.log_dir if self.trainer.log_dir else self.trainer.default_root_dir
-        path = Path(log_dir)
+        """The run folder (logger version folder): grids, reports and exports go here. Rank-zero writers only."""
+        path = getattr(self, "_run_dir", None)
+        if path is None:  # used outside a Trainer's setup (e.g. a hand-driven task): no collective call then
+            path = Path(self.trainer.default_root_dir)
         path.mkdir(parents=True, exist_ok=True)
         return path
 

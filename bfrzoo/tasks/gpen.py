@@ -117,14 +117,6 @@ class GPENTask(AdversarialTask):
         self._d_steps = 0
 
     # ------------------------------------------------------------------------------------------ helpers
-    def setup(self, stage: str) -> None:
-        size = getattr(getattr(self.trainer, "datamodule", None), "size", None)
-        if size is not None and size != self.net.input_size:
-            raise BfrzooError(
-                f"data.size is {size} but this GPEN works on {self.net.input_size} px faces: set --data.size "
-                f"{self.net.input_size} (or a GPEN of size {size})"
-            )
-
     def optimizer_groups(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         """Adam with ``LR_encoder : LR_decoder : LR_discriminator = 100 : 10 : 1`` (Sec. 4.2).
 

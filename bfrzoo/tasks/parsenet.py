@@ -162,13 +162,8 @@ class ParseNetTask(RestorationTask):
         return _ParsingSuite(self._metric_names, self._metrics_pretrained)
 
     # ------------------------------------------------------------------------------------------ helpers
-    def setup(self, stage: str) -> None:
-        size = getattr(getattr(self.trainer, "datamodule", None), "size", None)
-        if size is not None and size != self.net.in_size:
-            raise BfrzooError(
-                f"data.size is {size} but the parsing network takes {self.net.in_size} px faces: set --data.size "
-                f"{self.net.in_size} or restorer_args in_size/out_size to {size}"
-            )
+    def required_data_size(self) -> int | None:
+        return int(self.net.in_size)
 
     @staticmethod
     def _mask(batch: Batch) -> torch.Tensor:

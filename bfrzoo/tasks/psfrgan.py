@@ -176,14 +176,6 @@ class PSFRGANTask(AdversarialTask):
         self._hq_parsing_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------------------ helpers
-    def setup(self, stage: str) -> None:
-        size = getattr(getattr(self.trainer, "datamodule", None), "size", None)
-        if size is not None and size != self.net.input_size:
-            raise BfrzooError(
-                f"data.size is {size} but this PSFR-GAN works on {self.net.input_size} px faces: set --data.size "
-                f"{self.net.input_size} or restorer_args.out_size to {size}"
-            )
-
     def hq_parsing(self, batch: Batch) -> torch.Tensor:
         """One-hot parsing ``(N, 19, H, W)`` float of the HQ face (style masks, discriminator condition): the
         batch's ground-truth ``mask`` or the frozen FPN's argmax on ``hq`` (see ``style_masks``). Computed once

@@ -216,6 +216,9 @@ class StyleGAN2PriorTask(AdversarialTask):
         """The prior generator (not a restorer): :class:`Generator` with the ``gpen`` architecture arguments."""
         return Generator(**self._gen_args)
 
+    def required_data_size(self) -> int | None:
+        return int(self._gen_args["size"])
+
     @property
     def generator_eval(self) -> Generator:
         """The generator used for samples and saved as the prior: the EMA copy when there is one."""
