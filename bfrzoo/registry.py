@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from bfrzoo.errors import UnknownNameError
-from bfrzoo.weights import PretrainedCfg, load_checkpoint, resolve_weights
+from bfrzoo.weights import PretrainedCfg, load_checkpoint, resolve_weights, task_network_state
 
 #: Every module that registers restorers or converters. Add a new model file here.
 MODEL_MODULES: tuple[str, ...] = (
@@ -119,16 +119,21 @@ def create_restorer(name: str, pretrained: bool | str | Path = False, **arch_kwa
     _check_arguments(entry, arch_kwargs)
     if not pretrained:
         return entry.factory(**arch_kwargs)
-    if entry.pretrained is None:
-        raise UnknownNameError(
-            f"restorer {name!r} has no released weights; pass pretrained=<path to your own checkpoint> "
-            "or pretrained=False"
-        )
-    path = resolve_weights(entry.pretrained, None if pretrained is True else Path(pretrained))
-    state = load_checkpoint(path)
-    if entry.pretrained.converter is not None:
-        return from_official(entry.pretrained.converter, state, **arch_kwargs)
+    if pretrained is True:
+        if entry.pretrained is None:
+            raise UnknownNameError(
+                f"restorer {name!r} has no released weights; pass pretrained=<path to your own checkpoint> "
+                "(a restorer.pt or Lightning .ckpt of a bfrzoo run) or pretrained=False"
+            )
+        path = resolve_weights(entry.pretrained)
+    else:
+        path = resolve_weights(entry.pretrained, Path(pretrained)) if entry.pretrained else Path(pretrained)
+    state = task_network_state(load_checkpoint(path))
     net = entry.factory(**arch_kwargs)
+    own_keys = set(net.state_dict())
+    if set(state) != own_keys and entry.pretrained is not None and entry.pretrained.converter is not None:
+        # not bfrzoo's own layout: the released (official) one, mapped by the model's key converter
+        return from_official(entry.pretrained.converter, state, **arch_kwargs)
     load_state_dict_strict(net, state, source=str(path))
     return net
 

@@ -133,6 +133,19 @@ def unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
     )
 
 
+TASK_NETWORK_PREFIXES = ("net_ema.", "net.")
+
+
+def task_network_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The network's weights in a bfrzoo training checkpoint (Lightning ``.ckpt``: keys ``net_ema.*`` and
+    ``net.*``; the EMA copy is preferred); any other state dict is returned unchanged."""
+    for prefix in TASK_NETWORK_PREFIXES:
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if sub:
+            return sub
+    return dict(state)
+
+
 def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a weight file safely (``weights_only=True``, on the CPU) and return its state dict."""
     path = Path(path)

@@ -113,6 +113,35 @@ def test_checkpoint_unwrapping_and_corrupt_file(tmp_path: Path) -> None:
         unwrap_state_dict({"epoch": 3})
 
 
+def test_create_restorer_loads_own_checkpoints_by_path(tmp_path: Path) -> None:
+    """``pretrained=<path>`` works for every variant, released weights or not: a ``restorer.pt`` and a Lightning
+    task checkpoint (whose EMA network is preferred over the raw one) both load strictly."""
+    from bfrzoo.tasks.export import export_restorer
+
+    args = {"base_channels": 8, "depth": 2}
+    torch.manual_seed(1)
+    trained = bfrzoo.create_restorer("unet", **args)
+    export_restorer(trained, "unet", args, tmp_path / "restorer.pt")
+    loaded = bfrzoo.create_restorer("unet", pretrained=tmp_path / "restorer.pt", **args)
+    for (k, a), b in zip(trained.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+
+    ema = {k: v + 1.0 if v.is_floating_point() else v for k, v in trained.state_dict().items()}
+    ckpt = {"state_dict": {**{f"net.{k}": v for k, v in trained.state_dict().items()},
+                           **{f"net_ema.{k}": v for k, v in ema.items()}}, "epoch": 3}
+    torch.save(ckpt, tmp_path / "last.ckpt")
+    loaded = bfrzoo.create_restorer("unet", pretrained=str(tmp_path / "last.ckpt"), **args)
+    for (k, a), b in zip(ema.items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+
+    with pytest.raises(CheckpointMismatchError):
+        bfrzoo.create_restorer("unet", pretrained=tmp_path / "restorer.pt", base_channels=16, depth=2)
+    with pytest.raises(WeightsNotFoundError, match="does not exist"):
+        bfrzoo.create_restorer("unet", pretrained=tmp_path / "missing.pt", **args)
+    with pytest.raises(UnknownNameError, match="no released weights"):
+        bfrzoo.create_restorer("unet", pretrained=True)
+
+
 def test_strict_loading_names_the_mismatch() -> None:
     net = nn.Linear(2, 3)
     with pytest.raises(CheckpointMismatchError) as err:

@@ -1,0 +1,35 @@
+"""Training losses shared by the zoo's models.
+
+- adversarial: hinge (PSFR-GAN Eq. 7-8) and non-saturating logistic (StyleGAN2 / GPEN Eq. 1) losses, R1,
+  discriminator feature matching (PSFR-GAN Eq. 6, GPEN Eq. 3).
+- perceptual: VGG19 feature L1 (weights resolved offline-safely, see :mod:`bfrzoo.weights`).
+- semantic_style: the semantic-aware style loss of PSFR-GAN (Eq. 4-5).
+"""
+from __future__ import annotations
+
+from bfrzoo.losses.adversarial import (
+    feature_matching_loss,
+    hinge_d_loss,
+    hinge_g_loss,
+    logistic_d_loss,
+    logistic_g_loss,
+    r1_penalty,
+)
+from bfrzoo.losses.perceptual import PerceptualLoss
+from bfrzoo.losses.semantic_style import SemanticStyleLoss, masked_gram, region_masks, semantic_style_loss
+from bfrzoo.losses.vgg import VGG19Features
+
+__all__ = [
+    "PerceptualLoss",
+    "SemanticStyleLoss",
+    "VGG19Features",
+    "feature_matching_loss",
+    "hinge_d_loss",
+    "hinge_g_loss",
+    "logistic_d_loss",
+    "logistic_g_loss",
+    "masked_gram",
+    "r1_penalty",
+    "region_masks",
+    "semantic_style_loss",
+]

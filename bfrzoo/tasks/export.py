@@ -15,9 +15,7 @@ from torch import nn
 
 from bfrzoo.errors import BfrzooError, WeightsNotFoundError
 from bfrzoo.registry import create_restorer, load_state_dict_strict
-
-_LIGHTNING_PREFIXES = ("net_ema.", "net.")
-
+from bfrzoo.weights import task_network_state
 
 def export_restorer(net: nn.Module, name: str, args: dict[str, Any], path: str | Path) -> Path:
     """Atomically write ``net``'s weights with its registry name and arguments."""
@@ -44,12 +42,7 @@ def _read(path: str | Path) -> dict[str, Any]:
 
 def restorer_state_dict(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The network weights in a ``restorer.pt`` or a Lightning checkpoint (EMA weights preferred)."""
-    state = obj.get("state_dict", obj)
-    for prefix in _LIGHTNING_PREFIXES:
-        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if sub:
-            return sub
-    return dict(state)
+    return task_network_state(obj.get("state_dict", obj))
 
 
 def load_restorer_weights(net: nn.Module, path: str | Path) -> nn.Module:
