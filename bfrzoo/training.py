@@ -5,6 +5,10 @@ does not exist, or a value of the wrong type, is rejected by the parser with the
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -24,6 +28,22 @@ class BfrzooCLI(LightningCLI):
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
         )
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The trainer, with every logger writing into ONE run folder.
+
+        Recipes log to CSV and TensorBoard under the same ``save_dir/name``. Each logger would pick its own next
+        ``version_N`` (the second one seeing the first's folder and taking N + 1), splitting a run over two
+        folders; here the later loggers take the first logger's version unless a recipe fixed one itself.
+        """
+        trainer = super().instantiate_trainer(**kwargs)
+        loggers = trainer.loggers
+        if len(loggers) > 1 and all(hasattr(lg, "_version") for lg in loggers):
+            version = loggers[0].version
+            for logger in loggers[1:]:
+                if logger._version is None and Path(logger.save_dir or "") == Path(loggers[0].save_dir or "") and logger.name == loggers[0].name:
+                    logger._version = version
+        return trainer
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(

@@ -68,6 +68,9 @@ def test_demo_fit_writes_checkpoint_table_grid_and_restorer(tmp_path: Path, monk
     assert set(report["metrics"]) == {"psnr", "ssim", "psnr_y", "ssim_y"}
     assert report["commit"] and report["device"].startswith("CPU") and report["torch_version"] == torch.__version__
     assert "| unet |" in (run / "test_metrics.md").read_text()
+    # CSV and TensorBoard log into the same run folder (not version_0 and version_1)
+    assert (run / "metrics.csv").is_file() and list(run.glob("events.out.tfevents.*"))
+    assert [p.name for p in run.parent.iterdir()] == [run.name]
 
     # The grid: one row per test image, LQ | restored | HQ side by side.
     from PIL import Image
