@@ -152,3 +152,21 @@ def test_ddp_two_processes_on_cpu_train_and_score_like_one_process(tmp_path: Pat
     batch = dm.on_after_batch_transfer(next(iter(dm.test_dataloader())), 0)
     single = psnr(Restorer(net, device="cpu").restore(batch["lq"]), batch["hq"]).mean().item()
     assert abs(single - report["metrics"]["psnr"]) < 1e-3
+
+
+def test_table_flags_rows_scored_on_different_test_sets(tmp_path: Path) -> None:
+    from bfrzoo.tasks.table import collect_table
+
+    row = {"restorer": "unet", "metrics": {"psnr": 25.0}, "higher_is_better": {"psnr": True}, "num_images": 100,
+           "data": "faces512", "preset": "common", "seed": 0, "size": 512, "num_parameters": 1_000_000,
+           "device": "CPU", "commit": "abc", "date": "today", "notes": []}
+    for name, changes in {"a": {}, "b": {"restorer": "gpen", "metrics": {"psnr": 26.0}}}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "test_metrics.json").write_text(json.dumps({**row, **changes}))
+    same = collect_table([tmp_path])
+    assert "| unet | 25.0000 |" in same and "| gpen | 26.0000 |" in same and "NOT COMPARABLE" not in same
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "test_metrics.json").write_text(json.dumps({**row, "restorer": "psfrgan", "preset": "psfrgan"}))
+    mixed = collect_table([tmp_path])
+    assert "NOT COMPARABLE" in mixed and "preset=psfrgan" in mixed and "preset=common" in mixed

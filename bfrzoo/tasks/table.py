@@ -18,6 +18,12 @@ def _find(path: Path) -> list[Path]:
     raise BfrzooError(f"no test_metrics.json at {path}; run `bfrzoo test --recipe NAME --ckpt_path CKPT` first")
 
 
+def _test_set(row: dict) -> str:
+    """What makes two rows comparable: the same test images, degraded the same way, at the same size."""
+    return (f"data={row.get('data')}, preset={row.get('preset')}, seed={row.get('seed')}, size={row.get('size')}, "
+            f"images={row.get('num_images')}")
+
+
 def collect_table(paths: Sequence[Path], title: str | None = None) -> str:
     """A markdown table of every ``test_metrics.json`` under ``paths`` (metric columns in first-seen order)."""
     rows = []
@@ -44,6 +50,10 @@ def collect_table(paths: Sequence[Path], title: str | None = None) -> str:
             + f" | {row['device']} | {row['commit']} | {row['date']} |"
         )
         notes += [f"{row['restorer']}: {n}" for n in row.get("notes", [])]
+    test_sets = {_test_set(row) for row in rows}
+    if len(test_sets) > 1:
+        notes.insert(0, "NOT COMPARABLE: the rows were scored on different test sets ("
+                     + "; ".join(sorted(test_sets)) + "). Re-test on one set (same data, preset, seed, size).")
     lines.append("")
     lines += [f"Note: {n}" for n in notes]
     return "\n".join(line for line in lines if line is not None).lstrip("\n") + "\n"
