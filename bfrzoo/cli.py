@@ -6,7 +6,7 @@ Training and evaluation go through Lightning's own CLI (``LightningCLI``), so ev
     bfrzoo fit      --recipe unet [--demo] [--data.root DIR] [--trainer.max_epochs N] ...
     bfrzoo validate --recipe unet --ckpt_path CKPT
     bfrzoo test     --recipe unet --ckpt_path CKPT
-    bfrzoo predict  --recipe unet --ckpt_path CKPT --data.predict_dir IN --model.predict_dir OUT
+    bfrzoo predict  --recipe unet --ckpt_path CKPT --data.predict_dir IN --predict_output OUT
 
 and the zoo's own commands::
 

@@ -74,6 +74,33 @@ def _array_to_tensor(arr: np.ndarray) -> torch.Tensor:
     raise ImageInputError(f"arrays must be uint8 (0..255) or float (0..1), got {arr.dtype}")
 
 
+def restore_batch(net: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Run ``net`` on ``x`` ``(N, 3, H, W)`` in ``[0, 1]`` (on the net's device) and return ``(N, 3, H, W)`` in ``[0, 1]``.
+
+    Meets the network's input contract on the way: a fixed-size network (``input_size``) gets the faces resized to
+    that size (antialiased bilinear) and its output resized back (bicubic); a network with a ``size_divisor`` gets
+    reflect padding that is cropped off again. ``dtype`` other than float32 runs the network under autocast.
+    """
+    h, w = x.shape[-2:]
+    size = getattr(net, "input_size", None)
+    if size is not None and (h, w) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    divisor = int(getattr(net, "size_divisor", 1))
+    ph, pw = (-x.shape[-2]) % divisor, (-x.shape[-1]) % divisor
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        y = net(to_model_range(x))
+    if isinstance(y, (tuple, list)):
+        y = y[0]
+    y = from_model_range(y.float())
+    if ph or pw:
+        y = y[..., : y.shape[-2] - ph, : y.shape[-1] - pw]
+    if y.shape[-2:] != (h, w):
+        y = F.interpolate(y, size=(h, w), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    return y
+
+
 class Restorer:
     """Restore faces with any zoo network.
 
@@ -116,25 +143,7 @@ class Restorer:
         return out
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        size = self.input_size
-        if size is not None and (h, w) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        divisor = int(getattr(self.net, "size_divisor", 1))
-        ph, pw = (-x.shape[-2]) % divisor, (-x.shape[-1]) % divisor
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect")
-        autocast = self.dtype != torch.float32
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
-            y = self.net(to_model_range(x))
-        if isinstance(y, (tuple, list)):
-            y = y[0]
-        y = from_model_range(y.float())
-        if ph or pw:
-            y = y[..., : y.shape[-2] - ph, : y.shape[-1] - pw]
-        if y.shape[-2:] != (h, w):
-            y = F.interpolate(y, size=(h, w), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-        return y
+        return restore_batch(self.net, x, self.dtype)
 
     def restore(self, images: torch.Tensor | np.ndarray | Image | Sequence[Any]) -> Any:
         """Restore a tensor ``(N,3,H,W)``/``(3,H,W)`` in ``[0,1]``, a uint8 ``(H,W,3)`` array, a PIL image, or a

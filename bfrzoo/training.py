@@ -47,10 +47,26 @@ class BfrzooCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
+            "--predict_output", type=str | None, default=None,
+            help="`predict` only: folder for the restored PNGs (one per input, same stem); default "
+            "<trainer.default_root_dir>/predictions",
+        )
+        parser.add_argument(
             "--test_after_fit", type=bool, default=True,
             help="after `fit`, test the best checkpoint on the fixed test set and write test_metrics.{md,json} "
             "and test_grid.png into the run folder",
         )
+
+    def before_predict(self) -> None:
+        from bfrzoo.tasks.predict import RestoredImageWriter
+
+        out = self.config_init[self.subcommand].get("predict_output") or Path(self.trainer.default_root_dir) / "predictions"
+        self._predict_output = Path(out)
+        self.trainer.callbacks.append(RestoredImageWriter(self._predict_output))
+
+    def after_predict(self) -> None:
+        if self.trainer.is_global_zero:
+            print(f"bfrzoo: restored images in {self._predict_output}")
 
     def after_fit(self) -> None:
         if not self.config_init[self.subcommand].get("test_after_fit", True):

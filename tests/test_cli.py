@@ -170,3 +170,29 @@ def test_table_flags_rows_scored_on_different_test_sets(tmp_path: Path) -> None:
     (tmp_path / "c" / "test_metrics.json").write_text(json.dumps({**row, "restorer": "psfrgan", "preset": "psfrgan"}))
     mixed = collect_table([tmp_path])
     assert "NOT COMPARABLE" in mixed and "preset=psfrgan" in mixed and "preset=common" in mixed
+
+
+def test_predict_writes_one_png_per_input_of_any_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bfrzoo predict` restores a folder of LQ images of mixed sizes into PNGs with the same stems; an untrained
+    U-Net is the identity, so each output equals its input to 8-bit rounding."""
+    import bfrzoo
+    from bfrzoo.io import read_image
+    from bfrzoo.tasks.export import export_restorer
+
+    sample = Path(bfrzoo.__file__).parent / "assets" / "sample"
+    lq = tmp_path / "lq"
+    lq.mkdir()
+    inputs = [sorted((sample / "aaf128" / "images").iterdir())[0], sorted((sample / "real_lq").glob("*.png"))[0]]
+    for f in inputs:
+        (lq / f.name).write_bytes(f.read_bytes())
+    weights = export_restorer(bfrzoo.create_restorer("unet", base_channels=8, depth=2), "unet",
+                              {"base_channels": 8, "depth": 2}, tmp_path / "restorer.pt")
+    monkeypatch.chdir(tmp_path)
+    main(["predict", "--recipe", "unet", "--demo", "--trainer.accelerator", "cpu", "--data.predict_dir", str(lq),
+          "--model.init_args.init_weights", str(weights), "--model.init_args.restorer_args",
+          "{base_channels: 8, depth: 2}", "--predict_output", str(tmp_path / "out")])
+    outputs = sorted((tmp_path / "out").iterdir())
+    assert [p.name for p in outputs] == sorted(f"{f.stem}.png" for f in inputs)
+    for f in inputs:
+        restored, original = read_image(tmp_path / "out" / f"{f.stem}.png"), read_image(f)
+        assert restored.shape == original.shape and torch.equal(restored, original)

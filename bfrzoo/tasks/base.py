@@ -179,6 +179,13 @@ class RestorationTask(L.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, self.test_metrics, "test")
 
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
+        """``{"restored": (N, 3, H, W) in [0, 1], "name": [...]}`` for LQ images of any size (``bfrzoo predict``);
+        fixed-size networks get their faces resized in and out (:func:`bfrzoo.interface.restore_batch`)."""
+        from bfrzoo.interface import restore_batch
+
+        return {"restored": restore_batch(self.eval_net, batch["lq"].float()), "name": list(batch["name"])}
+
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
         self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=True, sync_dist=False)
