@@ -27,6 +27,27 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
+def check_image_file(path: str | Path) -> tuple[int, int]:
+    """Cheap integrity check without decoding the pixels (header, and chunk CRCs for PNG): ``(width, height)``.
+
+    Lets a folder command refuse a broken input before doing any work; a file that passes can still fail to
+    decode (a truncated JPEG), which :func:`read_image` then reports with the same kind of error.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            size = img.size
+            img.verify()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageInputError(
+            f"cannot read image {str(path)!r} ({type(exc).__name__}: {exc}); the file is corrupt or not an image: "
+            "replace or remove it"
+        ) from exc
+    return size
+
+
 def read_image(path: str | Path) -> torch.Tensor:
     """An image file -> ``(3, H, W)`` float in ``[0, 1]`` (grayscale expanded, alpha dropped, 16-bit scaled)."""
     from PIL import Image, UnidentifiedImageError

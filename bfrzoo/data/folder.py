@@ -5,6 +5,8 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tqdm import tqdm
+
 import bfrzoo
 from bfrzoo.data.datamodule import eval_seed
 from bfrzoo.data.datasets import resize_image, resolve_split
@@ -45,7 +47,7 @@ def degrade_folder(
     if size is not None and (size <= 0 or size % 8):
         raise ValueError(f"size must be a positive multiple of 8, got {size}")
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
-        for name, stem in zip(names, stems):
+        for name, stem in tqdm(list(zip(names, stems)), desc="degrade", unit="img", disable=None):
             hq = resize_image(read_image(folder / name), size)
             lq = degrader(hq[None], seeds=[eval_seed(seed, name)])[0]
             write_png(lq, tmp / f"{stem}.png")
