@@ -68,9 +68,9 @@ def _array_to_tensor(arr: np.ndarray) -> torch.Tensor:
         raise ImageInputError(f"arrays must be (H, W, 3) or (H, W) uint8, got shape {arr.shape}")
     arr = arr[..., :3]
     if arr.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div(255.0)
+        return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).float().div(255.0)  # own the memory
     if np.issubdtype(arr.dtype, np.floating):
-        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1)
+        return torch.from_numpy(np.array(arr, dtype=np.float32, copy=True)).permute(2, 0, 1)
     raise ImageInputError(f"arrays must be uint8 (0..255) or float (0..1), got {arr.dtype}")
 
 

@@ -16,6 +16,19 @@ from bfrzoo.errors import BfrzooError, ImageInputError
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
+def sample_root(name: str = "faces512") -> Path:
+    """A folder of the embedded sample data (``bfrzoo/assets/sample/<name>``; licences in ``bfrzoo/assets/LICENSES.md``).
+
+    ``faces512``: 80 aligned 512 px faces + 19-class parsing masks + ``split.json`` (the DataModule's default root);
+    ``aaf128``: 240 aligned 128 px faces + 5-point ``landmarks.json``; ``real_lq``: 4 real low-quality 512 px crops.
+    """
+    root = Path(__file__).parent / "assets" / "sample"
+    if not (root / name).is_dir():
+        known = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise BfrzooError(f"no embedded sample {name!r}; the samples are: {', '.join(known)}")
+    return root / name
+
+
 def list_images(folder: str | Path) -> list[Path]:
     """Sorted image files directly inside ``folder``; one clear error when there are none."""
     folder = Path(folder)

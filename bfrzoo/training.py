@@ -32,16 +32,33 @@ class BfrzooCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The trainer, with every logger writing into ONE run folder.
 
-        Recipes log to CSV and TensorBoard under the same ``save_dir/name``. Each logger would pick its own next
-        ``version_N`` (the second one seeing the first's folder and taking N + 1), splitting a run over two
-        folders; here the later loggers take the first logger's version unless a recipe fixed one itself.
+        Unless the configuration sets ``trainer.logger`` itself (``false`` turns logging off), the loggers are CSV
+        and TensorBoard under ``<trainer.default_root_dir>/logs``; loggers given on top (``--trainer.logger+=``)
+        are added after them.
+
+        CSV and TensorBoard share ``save_dir/name``: each would pick its own next ``version_N`` (the second seeing
+        the first's folder and taking N + 1), splitting a run over two folders; so the later loggers of the same
+        folder take the first logger's version unless one was fixed explicitly.
         """
+        cfg = self._get(self.config_init, "trainer", default={}) or {}
+        configured = cfg.get("logger")
+        if configured is not False and "logger" not in kwargs:
+            # bfrzoo's default loggers live in the run's own folder, so --trainer.default_root_dir moves everything
+            from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+            root = str(cfg.get("default_root_dir") or "runs")
+            defaults = [CSVLogger(root, name="logs"), TensorBoardLogger(root, name="logs")]
+            if configured is None or configured is True:
+                kwargs["logger"] = defaults
+            else:  # loggers asked for on top (wandb ...): keep the CSV + TensorBoard run folder first
+                extra = list(configured) if isinstance(configured, (list, tuple)) else [configured]
+                kwargs["logger"] = extra if any(isinstance(lg, CSVLogger) for lg in extra) else defaults + extra
         trainer = super().instantiate_trainer(**kwargs)
         loggers = trainer.loggers
-        if len(loggers) > 1 and all(hasattr(lg, "_version") for lg in loggers):
+        if len(loggers) > 1 and hasattr(loggers[0], "_version"):
             version = loggers[0].version
             for logger in loggers[1:]:
-                if logger._version is None and Path(logger.save_dir or "") == Path(loggers[0].save_dir or "") and logger.name == loggers[0].name:
+                if getattr(logger, "_version", False) is None and Path(logger.save_dir or "") == Path(loggers[0].save_dir or "") and logger.name == loggers[0].name:
                     logger._version = version
         return trainer
 

@@ -196,3 +196,11 @@ def test_predict_writes_one_png_per_input_of_any_size(tmp_path: Path, monkeypatc
     for f in inputs:
         restored, original = read_image(tmp_path / "out" / f"{f.stem}.png"), read_image(f)
         assert restored.shape == original.shape and torch.equal(restored, original)
+
+
+def test_default_root_dir_moves_the_whole_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--recipe", "unet", "--demo", *TINY, "--trainer.default_root_dir", str(tmp_path / "elsewhere")])
+    run = _run_dir(tmp_path / "elsewhere")
+    assert run.parent == tmp_path / "elsewhere" / "logs" and not (tmp_path / "runs").exists()
+    assert (run / "metrics.csv").is_file() and list(run.glob("events.out.tfevents.*")) and (run / "restorer.pt").is_file()

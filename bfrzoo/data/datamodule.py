@@ -23,16 +23,11 @@ import lightning as L
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
-import bfrzoo
 from bfrzoo.data.datasets import FaceFolder, LQFolder, PairedLQ, flip_sample, resolve_split
 from bfrzoo.data.degradations import Degrader, stable_seed
 from bfrzoo.data.presets import get_preset
 from bfrzoo.errors import BfrzooError
-
-
-def sample_root() -> Path:
-    """The embedded 80-face sample data root (``bfrzoo/assets/sample/faces512``)."""
-    return Path(bfrzoo.__file__).parent / "assets" / "sample" / "faces512"
+from bfrzoo.io import sample_root
 
 
 def eval_seed(seed: int, name: str) -> int:

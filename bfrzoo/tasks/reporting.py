@@ -58,6 +58,10 @@ def device_name(device: torch.device | None = None) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+#: Metrics computed by a pretrained feature network (meaningless when built with random weights).
+FEATURE_NETWORK_METRICS = ("lpips", "fid")
+
+
 @dataclass
 class RunReport:
     """One row of a benchmark table, with provenance."""
@@ -94,8 +98,9 @@ class RunReport:
         from bfrzoo.metrics import metric_higher_is_better
 
         notes = []
-        if not metrics_pretrained:
-            notes.append("feature-network metrics used RANDOM weights (smoke run): LPIPS/FID values are meaningless")
+        feature_metrics = [m for m in metric_names if m.split("_")[0] in FEATURE_NETWORK_METRICS]
+        if not metrics_pretrained and feature_metrics:
+            notes.append(f"feature-network metrics ({', '.join(feature_metrics)}) used RANDOM weights (smoke run): their values are meaningless")
         root = getattr(datamodule, "root", None)
         test_lq = getattr(datamodule, "test_lq_dir", None)
         num_images = getattr(datamodule, "num_test_images", None)
