@@ -9,33 +9,16 @@ git commit, date). Target on an H100: >= 2,000 images/s and >= 20x the CPU path.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import subprocess
-import time
-from datetime import datetime, timezone
+import itertools
 from pathlib import Path
 
 import torch
 
+from _common import ROOT, device_name, git_commit, median_seconds, utc_now, write_results
 from bfrzoo.data import Degrader
 from bfrzoo.io import list_images, read_image
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "bfrzoo" / "assets" / "sample" / "faces512" / "images"
-
-
-def _commit() -> str:
-    """Short commit hash, with ``-dirty`` when the degradation code differs from it."""
-    try:
-        head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
-        dirty = subprocess.run(
-            ["git", "diff", "--quiet", "HEAD", "--", "bfrzoo/data", "benchmarks/degradation.py"], cwd=ROOT
-        ).returncode != 0
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _batch(n: int, device: torch.device) -> torch.Tensor:
@@ -47,17 +30,8 @@ def time_path(preset: str, device: torch.device, batch: int, repeats: int) -> di
     """Median images/s of ``Degrader(preset)`` on ``device`` for ``(batch, 3, 512, 512)`` inputs."""
     hq = _batch(batch, device)
     degrader = Degrader(preset, seed=0)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    degrader(hq, seed=0)  # warm-up (kernels, FFT plans, allocator)
-    sync()
-    times = []
-    for r in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        degrader(hq, seed=r + 1)
-        sync()
-        times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
+    seeds = itertools.count()  # seed 0 for the warm-up call (kernels, FFT plans, allocator), then 1, 2, ...
+    med = median_seconds(lambda: degrader(hq, seed=next(seeds)), device, repeats, warmup=1)
     return {"device": device.type, "batch": batch, "repeats": repeats, "median_s": med, "images_per_s": batch / med}
 
 
@@ -74,26 +48,21 @@ def main() -> None:
     rows = []
     gpu_name = None
     if torch.cuda.is_available():
-        gpu_name = torch.cuda.get_device_name(0)
+        gpu_name = device_name(torch.device("cuda", 0))
         rows.append(time_path(args.preset, torch.device("cuda"), args.batch, args.repeats) | {"name": gpu_name})
-    rows.append(
-        time_path(args.preset, torch.device("cpu"), args.cpu_batch, args.cpu_repeats)
-        | {"name": f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"}
-    )
+    cpu = torch.device("cpu")
+    rows.append(time_path(args.preset, cpu, args.cpu_batch, args.cpu_repeats) | {"name": device_name(cpu)})
     speedup = rows[0]["images_per_s"] / rows[-1]["images_per_s"] if gpu_name else None
     result = {
         "benchmark": "degradation throughput, 512x512 RGB",
         "preset": args.preset,
         "torch": torch.__version__,
-        "commit": _commit(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(dirty_paths=("bfrzoo/data", "benchmarks/degradation.py", "benchmarks/_common.py")),
+        "date": utc_now(),
         "rows": rows,
         "gpu_over_cpu": speedup,
         "target": ">= 2000 images/s on an H100 and >= 20x CPU",
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [
         f"# Degradation throughput (preset `{args.preset}`, 512x512)",
         "",
@@ -108,7 +77,7 @@ def main() -> None:
         lines += ["", f"GPU / CPU: {speedup:.1f}x. Target: {result['target']}."]
     else:
         lines += ["", "No CUDA device in this run: CPU row only. Target: " + result["target"] + "."]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results(result, lines, Path(args.out))
     print("\n".join(lines))
 
 

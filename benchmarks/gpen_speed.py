@@ -7,8 +7,8 @@
 configuration at that size (smoke runs only). Rows: {grouped, dense} modulated convolutions x {fp32, bf16
 autocast} x {contiguous, channels_last} (x {eager, torch.compile} with ``--compile``):
 inference images/s at batch 1 and 16, one training step (G forward + backward + Adam step, L1 loss, batch 8)
-in ms and images/s, peak CUDA memory of each, and the max abs difference of the output from fp32 eager
-(the fp32 check). FLOPs per face come from ``torch.utils.flop_counter.FlopCounterMode`` (one 512x512 face,
+in ms and images/s, peak CUDA memory of each (timed calls, warm-up excluded), and the max abs difference of the
+output from fp32 eager (the fp32 check). FLOPs per face come from ``torch.utils.flop_counter.FlopCounterMode`` (one 512x512 face,
 a multiply-add counted as 2 FLOPs); with ``--peak-tflops`` (the device's dense peak for the dtype, e.g. 989 for
 H100 SXM bf16) each inference row also gives the achieved fraction of that peak. Each timing: warm-up calls, then ``repeats`` timed calls with
 ``torch.cuda.synchronize``; the median is reported. Writes ``benchmarks/results/gpen_speed.md`` and ``.json``
@@ -18,59 +18,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
-import subprocess
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from _common import ROOT, device_name, git_commit, timed, utc_now, write_results
 from bfrzoo.blocks.stylegan2 import set_grouped_modconv
 from bfrzoo.models.gpen import GPEN, gpen, gpen_512
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_time(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_mib(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+def _mib(nbytes: int | None) -> float | None:
+    return None if nbytes is None else nbytes / 2**20
 
 
 def flops_per_face(net: GPEN, device: torch.device) -> int:
@@ -118,12 +80,11 @@ def run_config(
             with torch.no_grad(), amp:
                 fwd(x)
 
-        _reset_peak(device)
-        t = _median_time(infer, device, repeats, warmup)
+        t, peak = timed(infer, device, repeats, warmup)
         row[f"infer_b{b}_images_per_s"] = b / t
         if peak_tflops:
             row[f"infer_b{b}_pct_peak"] = 100 * flops * b / t / (peak_tflops * 1e12)
-        row[f"infer_b{b}_peak_mib"] = _peak_mib(device)
+        row[f"infer_b{b}_peak_mib"] = _mib(peak)
 
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.0, 0.99))
@@ -138,26 +99,18 @@ def run_config(
         opt.step()
 
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    _reset_peak(device)
-    t = _median_time(train_step, device, repeats, warmup)
+    t, peak = timed(train_step, device, repeats, warmup)
     model.load_state_dict(state)  # keep the weights identical across configurations
     row["train_b%d_ms" % train_batch] = t * 1000
     row["train_b%d_images_per_s" % train_batch] = train_batch / t
-    row["train_b%d_peak_mib" % train_batch] = _peak_mib(device)
+    row["train_b%d_peak_mib" % train_batch] = _mib(peak)
     _to_format(model, torch.contiguous_format).eval()
     set_grouped_modconv(net, True)
     return row
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.machine()} CPU ({torch.get_num_threads()} threads)"
-
-
-def write_results(result: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+def table(result: dict) -> list[str]:
+    """The Markdown page of a run."""
     tb = result["train_batch"]
     lines = [
         f"# GPEN-{result['size']} speed",
@@ -179,7 +132,7 @@ def write_results(result: dict, out: Path) -> None:
             f"{r[f'train_b{tb}_ms']:.1f} | {r[f'train_b{tb}_images_per_s']:.1f} | {r[f'train_b{tb}_peak_mib'] or 0:.0f} | "
             f"{r['max_abs_vs_fp32_eager']:.2e} |"
         )
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def main() -> None:
@@ -218,10 +171,10 @@ def main() -> None:
     result = {
         "benchmark": "gpen_speed",
         "size": net.input_size,
-        "device": _device_name(device),
+        "device": device_name(device),
         "torch": torch.__version__,
-        "commit": _commit(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "date": utc_now(),
         "repeats": args.repeats,
         "batches": list(args.batches),
         "train_batch": args.train_batch,
@@ -234,7 +187,7 @@ def main() -> None:
         print(f"smoke run on {result['device']} ({'tiny' if tiny else 'full'} model): results not written")
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
         return
-    write_results(result, args.out)
+    write_results(result, table(result), args.out)
     print(f"wrote {args.out.with_suffix('.md')} and .json")
 
 

@@ -18,56 +18,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
-import subprocess
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from _common import ROOT, device_name, git_commit, timed, utc_now, write_results
 from bfrzoo.losses.adversarial import feature_matching_loss, hinge_d_loss, hinge_g_loss
 from bfrzoo.losses.semantic_style import SemanticStyleLoss
 from bfrzoo.models.multiscale_discriminator import MultiScaleDiscriminator
 from bfrzoo.models.psfrgan import PSFRGAN, psfrgan
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(out_size=64, ch_range=(32, 64), parser_min_feat_size=16, parser_base_ch=16, parser_res_depth=3,
             parser_ch_range=(16, 64))
 
 
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def _timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> tuple[float, float]:
-    """(median seconds per call, peak memory GiB) of ``fn``."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    return statistics.median(times), peak
+    """(median seconds per call, peak memory GiB of the timed calls, NaN on CPU) of ``fn``."""
+    sec, peak = timed(fn, device, repeats, warmup)
+    return sec, float("nan") if peak is None else peak / 2**30
 
 
 def _autocast(device: torch.device, bf16: bool):  # noqa: ANN202
@@ -170,7 +140,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tiny", action="store_true", help="64 px tiny configuration (smoke test)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
-    ap.add_argument("--train-batch", type=int, default=4, help="the paper's batch size is 4")
+    ap.add_argument("--train-batch", type=int, default=8, help="8 as the issue's reference figures (the paper trains at 4)")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--no-compile", action="store_true")
     args = ap.parse_args()
@@ -179,10 +149,10 @@ def main() -> None:
     net = psfrgan(**(TINY if args.tiny else {})).eval()
     result: dict = {
         "model": "psfrgan_tiny" if args.tiny else "psfrgan_512",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": device_name(device),
         "torch": torch.__version__,
-        "commit": _commit(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git_commit(),
+        "date": utc_now(),
         "flops": flops_per_face(net, torch.device("cpu")),
         "check": fp32_check(net, device) if device.type == "cuda" else {},
         "runs": [],
@@ -203,8 +173,6 @@ def main() -> None:
         print("not a CUDA device: results are not written")
         return
     out = ROOT / "benchmarks" / "results" / "psfrgan_speed"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [
         f"# PSFR-GAN speed ({result['model']})",
         "",
@@ -221,7 +189,7 @@ def main() -> None:
     for r in result["runs"]:
         lines.append(f"| {r['kind']} | {r['mode']} | {r['batch']} | {r['images_per_s']:.1f} | "
                      f"{1000 * r['median_s']:.1f} | {r['peak_mem_gib']:.2f} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results(result, lines, out)
     print(f"wrote {out.with_suffix('.md')} and .json")
 
 

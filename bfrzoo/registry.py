@@ -68,7 +68,8 @@ def register_restorer(name: str, *, pretrained: PretrainedCfg | None = None) -> 
     def decorate(factory: F) -> F:
         if name in _RESTORERS and _RESTORERS[name].factory is not factory:
             raise ValueError(f"restorer name {name!r} is registered twice")
-        summary = (factory.__doc__ or "").strip().splitlines()[0] if factory.__doc__ else ""
+        # the docstring's first paragraph, on one line
+        summary = " ".join((factory.__doc__ or "").strip().split("\n\n")[0].split())
         _RESTORERS[name] = RestorerEntry(name, factory, pretrained, summary)
         return factory
 

@@ -38,3 +38,14 @@ socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="module")
+def psfrgan_tiny() -> dict:
+    """``fixtures/psfrgan_tiny.pt``: the authors' PSFR-GAN generator and ParseNet in a tiny configuration, their
+    inputs and outputs (see fixtures/README.md). The architecture configs (``config`` of the generator,
+    ``parsenet_config``) have ``ch_range`` as a tuple, so ``**psfrgan_tiny["config"]`` builds the network."""
+    ref = torch.load(FIXTURES / "psfrgan_tiny.pt", weights_only=True)
+    for key in ("config", "parsenet_config"):
+        ref[key] = {**ref[key], "ch_range": tuple(ref[key]["ch_range"])}
+    return ref

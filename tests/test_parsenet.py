@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,28 +11,15 @@ from bfrzoo.errors import CheckpointMismatchError, ImageInputError
 from bfrzoo.models.parsenet import PARSENET_512, ParseNet, onehot_parsing
 
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-@pytest.fixture(scope="module")
-def ref():
-    return torch.load(FIXTURES / "psfrgan_tiny.pt", weights_only=True)
-
-
-def _cfg(ref) -> dict:
-    cfg = dict(ref["parsenet_config"])
-    cfg["ch_range"] = tuple(cfg["ch_range"])
-    return cfg
-
-
-def test_parity_with_official_parsenet(ref):
-    net = bfrzoo.from_official("parsenet", ref["parsenet_state_dict"], **_cfg(ref))
+def test_parity_with_official_parsenet(psfrgan_tiny):
+    net = bfrzoo.from_official("parsenet", psfrgan_tiny["parsenet_state_dict"], **psfrgan_tiny["parsenet_config"])
     assert not net.training
     with torch.no_grad():
-        logits, image = net(ref["parsenet_input"])
-    assert (logits - ref["parsenet_output_mask_logits"]).abs().max() < 1e-4
-    assert (image - ref["parsenet_output_image"]).abs().max() < 1e-4
+        logits, image = net(psfrgan_tiny["parsenet_input"])
+    assert (logits - psfrgan_tiny["parsenet_output_mask_logits"]).abs().max() < 1e-4
+    assert (image - psfrgan_tiny["parsenet_output_image"]).abs().max() < 1e-4
     # the parity is not trivial: outputs vary across pixels and classes
-    assert ref["parsenet_output_mask_logits"].std() > 1e-2
+    assert psfrgan_tiny["parsenet_output_mask_logits"].std() > 1e-2
 
 
 def test_published_512_keys_all_map(fixtures_dir):
@@ -44,24 +30,24 @@ def test_published_512_keys_all_map(fixtures_dir):
     assert own == manifest
 
 
-def test_module_prefix_is_stripped(ref):
-    state = {"module." + k: v for k, v in ref["parsenet_state_dict"].items()}
-    net = bfrzoo.from_official("parsenet", state, **_cfg(ref))
+def test_module_prefix_is_stripped(psfrgan_tiny):
+    state = {"module." + k: v for k, v in psfrgan_tiny["parsenet_state_dict"].items()}
+    net = bfrzoo.from_official("parsenet", state, **psfrgan_tiny["parsenet_config"])
     with torch.no_grad():
-        logits, _ = net(ref["parsenet_input"])
-    assert (logits - ref["parsenet_output_mask_logits"]).abs().max() < 1e-4
+        logits, _ = net(psfrgan_tiny["parsenet_input"])
+    assert (logits - psfrgan_tiny["parsenet_output_mask_logits"]).abs().max() < 1e-4
 
 
-def test_mismatched_checkpoint_is_one_clear_error(ref):
-    cfg = _cfg(ref) | {"res_depth": 2}
+def test_mismatched_checkpoint_is_one_clear_error(psfrgan_tiny):
+    cfg = psfrgan_tiny["parsenet_config"] | {"res_depth": 2}
     with pytest.raises(CheckpointMismatchError, match="unexpected keys: body.2"):
-        bfrzoo.from_official("parsenet", ref["parsenet_state_dict"], **cfg)
+        bfrzoo.from_official("parsenet", psfrgan_tiny["parsenet_state_dict"], **cfg)
     with pytest.raises(CheckpointMismatchError):
-        bfrzoo.from_official("parsenet", ref["generator_state_dict"], **_cfg(ref))
+        bfrzoo.from_official("parsenet", psfrgan_tiny["generator_state_dict"], **psfrgan_tiny["parsenet_config"])
 
 
-def test_wrong_input_size_is_rejected(ref):
-    net = ParseNet(**_cfg(ref)).eval()
+def test_wrong_input_size_is_rejected(psfrgan_tiny):
+    net = ParseNet(**psfrgan_tiny["parsenet_config"]).eval()
     with pytest.raises(ImageInputError, match="64, 64"):
         net(torch.zeros(1, 3, 48, 48))
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,21 +21,9 @@ from bfrzoo.models.multiscale_discriminator import MultiScaleDiscriminator
 from bfrzoo.models.parsenet import ParseNet, onehot_parsing
 from bfrzoo.models.psfrgan import PSFRGAN, PSFRGenerator
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 TINY = dict(out_size=64, ch_range=(32, 64), parser_min_feat_size=16, parser_base_ch=16, parser_res_depth=3,
             parser_ch_range=(16, 64))
-
-
-@pytest.fixture(scope="module")
-def ref():
-    return torch.load(FIXTURES / "psfrgan_tiny.pt", weights_only=True)
-
-
-def _gen_cfg(ref) -> dict:
-    cfg = dict(ref["config"])
-    cfg["ch_range"] = tuple(cfg["ch_range"])
-    return cfg
 
 
 def _tiny_restorer(ref) -> PSFRGAN:
@@ -46,21 +33,21 @@ def _tiny_restorer(ref) -> PSFRGAN:
     return net.eval()
 
 
-def test_generator_parity_with_official(ref):
-    net = bfrzoo.from_official("psfrgan_generator", ref["generator_state_dict"], **_gen_cfg(ref))
+def test_generator_parity_with_official(psfrgan_tiny):
+    net = bfrzoo.from_official("psfrgan_generator", psfrgan_tiny["generator_state_dict"], **psfrgan_tiny["config"])
     assert not net.training
     with torch.no_grad():
-        out = net(ref["input_lq"], ref["input_parsing_onehot"])
-    assert (out - ref["output"]).abs().max() < 1e-4
+        out = net(psfrgan_tiny["input_lq"], psfrgan_tiny["input_parsing_onehot"])
+    assert (out - psfrgan_tiny["output"]).abs().max() < 1e-4
     # eval mode must not run a power iteration: the stored u/v stay untouched and a second call agrees
-    assert torch.equal(net.img_out.weight_u, ref["generator_state_dict"]["img_out.weight_u"])
+    assert torch.equal(net.img_out.weight_u, psfrgan_tiny["generator_state_dict"]["img_out.weight_u"])
     with torch.no_grad():
-        assert torch.equal(net(ref["input_lq"], ref["input_parsing_onehot"]), out)
+        assert torch.equal(net(psfrgan_tiny["input_lq"], psfrgan_tiny["input_parsing_onehot"]), out)
 
 
-def test_generator_uses_parsing_and_lq(ref):
-    net = bfrzoo.from_official("psfrgan_generator", ref["generator_state_dict"], **_gen_cfg(ref))
-    lq, parsing = ref["input_lq"], ref["input_parsing_onehot"]
+def test_generator_uses_parsing_and_lq(psfrgan_tiny):
+    net = bfrzoo.from_official("psfrgan_generator", psfrgan_tiny["generator_state_dict"], **psfrgan_tiny["config"])
+    lq, parsing = psfrgan_tiny["input_lq"], psfrgan_tiny["input_parsing_onehot"]
     with torch.no_grad():
         base = net(lq, parsing)
         assert (net(lq, parsing.roll(5, dims=-1)) - base).abs().max() > 1e-3
@@ -75,23 +62,25 @@ def test_published_512_keys_all_map(fixtures_dir):
     assert {k: list(v.shape) for k, v in disc.state_dict().items()} == manifest["discriminator"]
 
 
-def test_mismatched_generator_checkpoint(ref):
+def test_mismatched_generator_checkpoint(psfrgan_tiny):
     with pytest.raises(CheckpointMismatchError, match="shape mismatch"):
-        bfrzoo.from_official("psfrgan_generator", ref["generator_state_dict"], out_size=64, ch_range=(32, 128))
+        bfrzoo.from_official("psfrgan_generator", psfrgan_tiny["generator_state_dict"], out_size=64, ch_range=(32, 128))
     with pytest.raises(CheckpointMismatchError, match="parsing network"):
-        bfrzoo.from_official("psfrgan", ref["parsenet_state_dict"], **TINY)
+        bfrzoo.from_official("psfrgan", psfrgan_tiny["parsenet_state_dict"], **TINY)
 
 
-def test_full_converter_with_parser(ref):
-    net = bfrzoo.from_official("psfrgan", ref["generator_state_dict"], parser_state_dict=ref["parsenet_state_dict"],
-                               **TINY)
+def test_full_converter_with_parser(psfrgan_tiny):
+    ref = psfrgan_tiny
+    net = bfrzoo.from_official(
+        "psfrgan", ref["generator_state_dict"], parser_state_dict=ref["parsenet_state_dict"], **TINY
+    )
     with torch.no_grad():
         assert torch.equal(net(ref["parsenet_input"]), _tiny_restorer(ref)(ref["parsenet_input"]))
 
 
-def test_restorer_runs_parser_then_generator(ref):
-    net = _tiny_restorer(ref)
-    lq = ref["parsenet_input"]
+def test_restorer_runs_parser_then_generator(psfrgan_tiny):
+    net = _tiny_restorer(psfrgan_tiny)
+    lq = psfrgan_tiny["parsenet_input"]
     with torch.no_grad():
         out = net(lq)
         onehot = onehot_parsing(net.parser(lq)[0])
@@ -104,8 +93,8 @@ def test_restorer_runs_parser_then_generator(ref):
     assert net.input_size == 64 and isinstance(net.parser, ParseNet) and isinstance(net.generator, PSFRGenerator)
 
 
-def test_restorer_through_user_interface(ref):
-    net = _tiny_restorer(ref)
+def test_restorer_through_user_interface(psfrgan_tiny):
+    net = _tiny_restorer(psfrgan_tiny)
     img = torch.rand(1, 3, 50, 50)
     out = Restorer(net).restore(img)
     assert out.shape == img.shape and out.min() >= 0 and out.max() <= 1

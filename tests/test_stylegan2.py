@@ -21,6 +21,7 @@ from bfrzoo.blocks.stylegan2 import (
     make_blur_kernel,
     set_grouped_modconv,
     stylegan2_channels,
+    stylegan2_width,
     upfirdn2d,
 )
 
@@ -222,6 +223,16 @@ def test_generator_freeze_resolutions() -> None:
 def test_channel_rule() -> None:
     assert stylegan2_channels(2, 1.0) == {4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128, 512: 64, 1024: 32, 2048: 16}
     assert stylegan2_channels(1, 0.5)[256] == 32
+
+
+@pytest.mark.parametrize("channel_multiplier,narrow", [(1, 0.5), (2, 1.0), (2, 0.25), (4, 0.0625)])
+def test_channel_rule_inverse(channel_multiplier: int, narrow: float) -> None:
+    """stylegan2_width reads (channel_multiplier, narrow) back from the channels at 4x4 and any resolution >= 64;
+    below 64 the multiplier does not show and 1 is returned."""
+    ch = stylegan2_channels(channel_multiplier, narrow)
+    for res in (64, 128, 256, 512):
+        assert stylegan2_width(ch[4], ch[res], res) == (channel_multiplier, narrow)
+    assert stylegan2_width(ch[4], ch[32], 32) == (1, narrow)
 
 
 def test_discriminator_minibatch_stddev_group() -> None:

@@ -25,6 +25,7 @@ from bfrzoo.blocks.stylegan2 import (
     make_blur_kernel,
     set_grouped_modconv,
     stylegan2_channels,
+    stylegan2_width,
     upfirdn2d,
 )
 
@@ -52,5 +53,6 @@ __all__ = [
     "make_blur_kernel",
     "set_grouped_modconv",
     "stylegan2_channels",
+    "stylegan2_width",
     "upfirdn2d",
 ]

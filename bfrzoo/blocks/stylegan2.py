@@ -389,6 +389,17 @@ def stylegan2_channels(channel_multiplier: int = 2, narrow: float = 1.0) -> dict
     return ch
 
 
+def stylegan2_width(ch_4: int, ch_at: int, resolution: int) -> tuple[int, float]:
+    """Inverse of :func:`stylegan2_channels`: ``(channel_multiplier, narrow)`` from the channels at 4x4 (``ch_4``)
+    and at ``resolution`` (``ch_at``), e.g. read off a checkpoint's shapes. Below 64x64 the multiplier does not
+    show in the channels, and 1 is returned for it."""
+    narrow = ch_4 / 512
+    if resolution < 64:
+        return 1, narrow
+    base = 256 // 2 ** (int(math.log2(resolution)) - 6)
+    return max(1, round(ch_at / (base * narrow))), narrow
+
+
 # ----------------------------------------------------------------------------------------------- networks
 class GeneratorOutput(NamedTuple):
     """``image (N, 3, S, S)`` roughly in ``[-1, 1]``; ``latent (N, n_latent, style_dim)`` the W(+) codes used;

@@ -29,23 +29,23 @@ from bfrzoo.weights import PretrainedCfg, load_checkpoint, resolve_weights
 
 LPIPSNet = Literal["alex", "vgg"]
 
-#: torchvision ImageNet weights of the backbones (file names as torchvision publishes them: the 8 hex digits
-#: are the start of the file's sha256).
+
+def _backbone_cfg(net_type: str, filename: str, weights: str) -> PretrainedCfg:
+    """A torchvision ImageNet backbone of LPIPS-``net_type``. torchvision names its files
+    ``{arch}-{first 8 hex digits of the sha256}.pth`` under one URL, so both follow from ``filename``."""
+    return PretrainedCfg(
+        filename=filename,
+        url="https://download.pytorch.org/models/" + filename,
+        source=f"torchvision ImageNet-1k {weights}, the backbone of LPIPS-{net_type}",
+        license="BSD-3-Clause (torchvision); trained on ImageNet-1k, whose terms of access apply",
+        sha256=filename.removesuffix(".pth").rsplit("-", 1)[1],
+    )
+
+
+#: torchvision ImageNet weights of the backbones.
 BACKBONE_CFGS: dict[str, PretrainedCfg] = {
-    "alex": PretrainedCfg(
-        filename="alexnet-owt-7be5be79.pth",
-        url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-        source="torchvision ImageNet-1k AlexNet (AlexNet_Weights.IMAGENET1K_V1), the backbone of LPIPS-alex",
-        license="BSD-3-Clause (torchvision); trained on ImageNet-1k, whose terms of access apply",
-        sha256="7be5be79",
-    ),
-    "vgg": PretrainedCfg(
-        filename="vgg16-397923af.pth",
-        url="https://download.pytorch.org/models/vgg16-397923af.pth",
-        source="torchvision ImageNet-1k VGG16 (VGG16_Weights.IMAGENET1K_V1), the backbone of LPIPS-vgg",
-        license="BSD-3-Clause (torchvision); trained on ImageNet-1k, whose terms of access apply",
-        sha256="397923af",
-    ),
+    "alex": _backbone_cfg("alex", "alexnet-owt-7be5be79.pth", "AlexNet (AlexNet_Weights.IMAGENET1K_V1)"),
+    "vgg": _backbone_cfg("vgg", "vgg16-397923af.pth", "VGG16 (VGG16_Weights.IMAGENET1K_V1)"),
 }
 #: Indices in torchvision's ``features`` after which activations are taken (relu1..relu5 / relu1_2..relu5_3).
 TAPS: dict[str, tuple[int, ...]] = {"alex": (1, 4, 7, 9, 11), "vgg": (3, 8, 15, 22, 29)}

@@ -20,7 +20,6 @@ encoder's: official ``ecd{i}.0.*`` -> ``encoder.{i}.*`` and ``final_linear.0.*``
 """
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +27,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bfrzoo.blocks.stylegan2 import NOISE_MODES, ConvLayer, Discriminator, EqualLinear, Generator, NoiseMode
+from bfrzoo.blocks.stylegan2 import (
+    NOISE_MODES,
+    ConvLayer,
+    Discriminator,
+    EqualLinear,
+    Generator,
+    NoiseMode,
+    stylegan2_width,
+)
 from bfrzoo.errors import CheckpointMismatchError, ImageInputError, UnknownNameError
 from bfrzoo.registry import load_state_dict_strict, register_converter, register_restorer
 from bfrzoo.weights import PretrainedCfg, load_checkpoint, resolve_weights
@@ -193,15 +200,6 @@ def _need(state: Mapping[str, torch.Tensor], key: str, what: str) -> torch.Tenso
     return state[key]
 
 
-def _width(ch_4: int, ch_at_size: int, size: int) -> tuple[float, int]:
-    """(narrow, channel_multiplier) from the 4x4 channels and those at ``size`` (rule of stylegan2_channels)."""
-    narrow = ch_4 / 512
-    if size < 64:
-        return narrow, 1
-    base = 256 // 2 ** (int(math.log2(size)) - 6)
-    return narrow, max(1, round(ch_at_size / (base * narrow)))
-
-
 def infer_gpen_config(state: Mapping[str, torch.Tensor]) -> dict[str, object]:
     """Architecture of an official GPEN generator state dict: size, style_dim, n_mlp, channel_multiplier,
     narrow, noise_mode."""
@@ -209,7 +207,7 @@ def infer_gpen_config(state: Mapping[str, torch.Tensor]) -> dict[str, object]:
     n_mlp = _count(state, r"^generator\.style\.(\d+)\.weight$")
     size = 2 ** (_count(state, r"^ecd(\d+)\.") + 1)
     ch_4 = int(_need(state, "generator.input.input", "GPEN generator").shape[1])
-    narrow, cm = _width(ch_4, int(_need(state, "ecd0.0.0.weight", "GPEN generator").shape[0]), size)
+    cm, narrow = stylegan2_width(ch_4, int(_need(state, "ecd0.0.0.weight", "GPEN generator").shape[0]), size)
     bias = state.get("generator.conv1.activate.bias")
     if bias is not None and bias.shape[0] == 2 * ch_4:
         noise_mode = "concat"
@@ -255,7 +253,8 @@ def convert_gpen_discriminator(
     n_res = _count(state_dict, r"^convs\.(\d+)\.conv1\.")
     inferred_size = 2 ** (n_res + 2)
     ch_4 = int(_need(state_dict, "final_conv.1.bias", "GPEN discriminator").shape[0])
-    inferred_narrow, inferred_cm = _width(ch_4, int(_need(state_dict, "convs.0.0.weight", "GPEN discriminator").shape[0]), inferred_size)
+    ch_in = int(_need(state_dict, "convs.0.0.weight", "GPEN discriminator").shape[0])
+    inferred_cm, inferred_narrow = stylegan2_width(ch_4, ch_in, inferred_size)
     net = Discriminator(
         size or inferred_size,
         channel_multiplier or inferred_cm,

@@ -36,9 +36,10 @@ import torch.nn.functional as F
 from bfrzoo.blocks.stylegan2 import Discriminator
 from bfrzoo.errors import BfrzooError
 from bfrzoo.interface import to_model_range
-from bfrzoo.losses.adversarial import logistic_d_loss, logistic_g_loss, r1_penalty
+from bfrzoo.losses.adversarial import logistic_g_loss
 from bfrzoo.tasks.base import AdversarialTask, Batch
-from bfrzoo.tasks.stylegan2_prior import discriminator_width, load_gan_prior, read_gan_prior
+from bfrzoo.tasks.optim import adam
+from bfrzoo.tasks.stylegan2_prior import discriminator_width, load_gan_prior, logistic_d_loss_lazy_r1, read_gan_prior
 
 #: LR_encoder : LR_decoder : LR_discriminator of Sec. 4.2.
 LR_RATIOS: tuple[float, float, float] = (100.0, 10.0, 1.0)
@@ -122,16 +123,15 @@ class GPENTask(AdversarialTask):
 
         The generator optimizer has two parameter groups, ``encoder`` (encoder + ``final_linear``, ``lr``) and
         ``decoder`` (the embedded GAN, ``lr / 10``; absent with ``freeze_prior``); the discriminator's has one
-        (``lr / 100``)."""
+        (``lr / 100``). Unlike :class:`~bfrzoo.tasks.stylegan2_prior.StyleGAN2PriorTask`, the discriminator's
+        rate and betas are NOT corrected for the lazy R1 (StyleGAN2's ``c = k / (k + 1)``, 16/17 here), so the
+        ratio of Sec. 4.2 holds exactly; the correction would lower the discriminator's rate by 6%."""
         hp = self.hparams
         enc, dec, dis = (hp.lr * r / LR_RATIOS[0] for r in LR_RATIOS)
-        encoder = [*self.net.encoder.parameters(), *self.net.final_linear.parameters()]
-        groups = [{"params": encoder, "lr": enc, "name": "encoder"}]
+        generator = {"encoder": ([*self.net.encoder.parameters(), *self.net.final_linear.parameters()], enc)}
         if not hp.freeze_prior:
-            groups.append({"params": list(self.net.generator.parameters()), "lr": dec, "name": "decoder"})
-        opt_g = torch.optim.Adam(groups, lr=enc, betas=tuple(hp.betas))
-        opt_d = torch.optim.Adam([{"params": list(self.disc.parameters()), "lr": dis, "name": "discriminator"}], lr=dis, betas=tuple(hp.betas))
-        return opt_g, opt_d
+            generator["decoder"] = (self.net.generator.parameters(), dec)
+        return adam(generator, hp.betas), adam({"discriminator": (self.disc.parameters(), dis)}, hp.betas)
 
     def _feature_distance(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(fake, real) if self.hparams.feature_loss == "l2" else F.l1_loss(fake, real)
@@ -141,17 +141,8 @@ class GPENTask(AdversarialTask):
         """``E[softplus(-D(X))] + E[softplus(D(G(X~)))]`` (the D side of Eq. 1) on ``hq`` vs the detached
         ``restored`` ``(N, 3, S, S)`` in ``[-1, 1]``; every ``d_reg_every`` steps ``+ gamma / 2 * R1 * d_reg_every``."""
         hp = self.hparams
-        self.disc.requires_grad_(True)
         hq = to_model_range(batch["hq"])
-        real_pred, fake_pred = self.disc(hq), self.disc(restored)
-        loss = logistic_d_loss(real_pred, fake_pred)
-        logs = {"adv": loss.detach(), "real_score": real_pred.mean().detach(), "fake_score": fake_pred.mean().detach()}
-        if hp.r1_gamma > 0 and self._d_steps % hp.d_reg_every == 0:
-            hq_r = hq.detach().requires_grad_(True)
-            pred = self.disc(hq_r)
-            r1 = r1_penalty(pred, hq_r)
-            loss = loss + hp.r1_gamma / 2 * r1 * hp.d_reg_every + 0 * pred[0, 0]
-            logs["r1"] = r1.detach()
+        loss, logs = logistic_d_loss_lazy_r1(self.disc, hq, restored, hp.r1_gamma, hp.d_reg_every, self._d_steps)
         self._d_steps += 1
         return loss, logs
 

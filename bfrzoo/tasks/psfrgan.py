@@ -49,6 +49,7 @@ from bfrzoo.losses.adversarial import feature_matching_loss, hinge_d_loss, hinge
 from bfrzoo.models.multiscale_discriminator import MultiScaleDiscriminator
 from bfrzoo.models.parsenet import NUM_PARSING_CLASSES, onehot_parsing
 from bfrzoo.tasks.base import AdversarialTask, Batch
+from bfrzoo.tasks.optim import adam
 
 
 class PSFRGANTask(AdversarialTask):
@@ -212,9 +213,8 @@ class PSFRGANTask(AdversarialTask):
     def optimizer_groups(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         """Adam on the generator (lr) and on the discriminator (lr_d), Sec. 4.3; the parser is not optimised."""
         hp = self.hparams
-        opt_g = torch.optim.Adam(self.net.generator.parameters(), lr=hp.lr, betas=tuple(hp.betas))
-        opt_d = torch.optim.Adam(self.disc.parameters(), lr=hp.lr_d, betas=tuple(hp.betas))
-        return opt_g, opt_d
+        opt_g = adam({"generator": (self.net.generator.parameters(), hp.lr)}, hp.betas)
+        return opt_g, adam({"discriminator": (self.disc.parameters(), hp.lr_d)}, hp.betas)
 
     def discriminator_loss(self, batch: Batch, restored: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Eq. (8), hinge, summed over the scales; ``restored`` is detached, ``(N, 3, H, W)`` in ``[-1, 1]``."""

@@ -34,12 +34,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from bfrzoo.blocks.stylegan2 import NOISE_MODES, Discriminator, Generator, NoiseMode
+from bfrzoo.blocks.stylegan2 import NOISE_MODES, Discriminator, Generator, NoiseMode, stylegan2_width
 from bfrzoo.errors import BfrzooError, CheckpointMismatchError
 from bfrzoo.interface import from_model_range, to_model_range
 from bfrzoo.losses.adversarial import logistic_d_loss, logistic_g_loss, r1_penalty
 from bfrzoo.registry import load_state_dict_strict
 from bfrzoo.tasks.base import AdversarialTask, Batch
+from bfrzoo.tasks.optim import adam
 
 PRIOR_KIND = "bfrzoo.stylegan2_prior"
 _CKPT_PREFIXES = {"generator": ("net_ema.", "net."), "discriminator": ("disc.",)}
@@ -133,10 +134,31 @@ def load_gan_prior(gpen: nn.Module, prior: Mapping[str, Any], discriminator: Dis
 
 def discriminator_width(generator: Generator) -> tuple[int, float]:
     """``(channel_multiplier, narrow)`` of the channel rule a generator was built with (for its discriminator)."""
-    narrow = generator.channels[4] / 512
-    if generator.size < 64:
-        return 1, narrow
-    return max(1, round(generator.channels[64] / (256 * narrow))), narrow
+    resolution = min(generator.size, 64)  # the multiplier first shows in the channels at 64x64
+    return stylegan2_width(generator.channels[4], generator.channels[resolution], resolution)
+
+
+def logistic_d_loss_lazy_r1(
+    disc: Discriminator, real: torch.Tensor, fake: torch.Tensor, r1_gamma: float, d_reg_every: int, step: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """StyleGAN2's discriminator objective (Karras et al. 2020, appendix B), shared by the prior and GPEN.
+
+    ``E[softplus(-D(real))] + E[softplus(D(fake))]`` on ``real`` and the detached ``fake`` ``(N, 3, S, S)`` in
+    ``[-1, 1]``, plus the lazy R1 penalty ``gamma / 2 * E[||grad_x D(x)||^2] * d_reg_every`` when
+    ``r1_gamma > 0`` and ``step % d_reg_every == 0``. Turns D's gradients back on (the generator step turns them
+    off). Returns the loss and the detached terms to log (``adv``, ``real_score``, ``fake_score``, ``r1``).
+    """
+    disc.requires_grad_(True)
+    real_pred, fake_pred = disc(real), disc(fake)
+    loss = logistic_d_loss(real_pred, fake_pred)
+    logs = {"adv": loss.detach(), "real_score": real_pred.mean().detach(), "fake_score": fake_pred.mean().detach()}
+    if r1_gamma > 0 and step % d_reg_every == 0:
+        real_r = real.detach().requires_grad_(True)
+        pred = disc(real_r)
+        r1 = r1_penalty(pred, real_r)
+        loss = loss + r1_gamma / 2 * r1 * d_reg_every + 0 * pred[0, 0]
+        logs["r1"] = r1.detach()
+    return loss, logs
 
 
 # ---------------------------------------------------------------------------------------------- task
@@ -251,14 +273,10 @@ class StyleGAN2PriorTask(AdversarialTask):
     def optimizer_groups(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         """Adam on G and D with the lazy-regularisation correction ``c = k / (k + 1)`` (StyleGAN2 appendix B)."""
         hp = self.hparams
-
-        def adam(params: Any, every: int, regularised: bool) -> torch.optim.Optimizer:
-            c = every / (every + 1) if regularised else 1.0
-            return torch.optim.Adam(params, lr=hp.lr * c, betas=(hp.betas[0] ** c, hp.betas[1] ** c))
-
-        opt_g = adam(self.net.parameters(), hp.g_reg_every, hp.path_length_weight > 0)
-        opt_d = adam(self.disc.parameters(), hp.d_reg_every, hp.r1_gamma > 0)
-        return opt_g, opt_d
+        g_every = hp.g_reg_every if hp.path_length_weight > 0 else None
+        d_every = hp.d_reg_every if hp.r1_gamma > 0 else None
+        opt_g = adam({"generator": (self.net.parameters(), hp.lr)}, hp.betas, reg_every=g_every)
+        return opt_g, adam({"discriminator": (self.disc.parameters(), hp.lr)}, hp.betas, reg_every=d_every)
 
     def _latents(self, n: int) -> list[torch.Tensor]:
         count = 2 if self.hparams.mixing > 0 and torch.rand(()).item() < self.hparams.mixing else 1
@@ -268,18 +286,8 @@ class StyleGAN2PriorTask(AdversarialTask):
         """Logistic D loss on real ``hq`` vs detached samples ``restored`` (``[-1, 1]``) plus, every
         ``d_reg_every`` steps, ``gamma / 2 * R1 * d_reg_every`` (lazy R1)."""
         hp = self.hparams
-        self.disc.requires_grad_(True)
         real = to_model_range(batch["hq"])
-        real_pred, fake_pred = self.disc(real), self.disc(restored)
-        loss = logistic_d_loss(real_pred, fake_pred)
-        logs = {"adv": loss.detach(), "real_score": real_pred.mean().detach(), "fake_score": fake_pred.mean().detach()}
-        if hp.r1_gamma > 0 and self._step % hp.d_reg_every == 0:
-            real_r = real.detach().requires_grad_(True)
-            pred = self.disc(real_r)
-            r1 = r1_penalty(pred, real_r)
-            loss = loss + hp.r1_gamma / 2 * r1 * hp.d_reg_every + 0 * pred[0, 0]
-            logs["r1"] = r1.detach()
-        return loss, logs
+        return logistic_d_loss_lazy_r1(self.disc, real, restored, hp.r1_gamma, hp.d_reg_every, self._step)
 
     def generator_loss(self, batch: Batch, restored: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Non-saturating logistic G loss of the samples ``restored`` (with gradients) plus, every
