@@ -195,9 +195,43 @@ def main(argv: Sequence[str] | None = None) -> None:
             _zoo_parser().print_help()
             return
         args.func(args)
-    except BfrzooError as exc:
-        print(f"bfrzoo: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - sorted below: ours become one line, anything else propagates
+        cause = _user_error(exc)
+        if cause is None:
+            raise
+        print(f"bfrzoo: error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The error to show a user, or ``None`` for a bug (shown with its traceback).
+
+    A :class:`BfrzooError` anywhere in the chain, or a ``ValueError`` raised by bfrzoo's own argument checks:
+    LightningCLI (jsonargparse) wraps errors raised while it instantiates the task or the DataModule in its own
+    ``ValueError`` listing every union member it tried, which buries the one line that says what to do.
+    """
+    seen: set[int] = set()
+    chain: list[BaseException] = []
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for err in chain:
+        if isinstance(err, BfrzooError):
+            return err
+    for err in reversed(chain):  # the innermost argument check of bfrzoo's own code
+        if isinstance(err, (ValueError, TypeError)) and _raised_in_bfrzoo(err):
+            return err
+    return None
+
+
+def _raised_in_bfrzoo(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    return last is not None and f"{Path(__file__).parent.name}/" in last.tb_frame.f_code.co_filename.replace("\\", "/")
 
 
 if __name__ == "__main__":

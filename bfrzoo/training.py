@@ -5,6 +5,7 @@ does not exist, or a value of the wrong type, is rejected by the parser with the
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,17 @@ from bfrzoo.tasks.base import RestorationTask
 class BfrzooCLI(LightningCLI):
     """``LightningCLI`` with bfrzoo's defaults; ``fit`` ends with a test run that writes the metrics table."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], run: bool = True) -> None:
+        """``args``: the command line after ``bfrzoo``; ``run=False`` parses and instantiates without a
+        subcommand (no training), e.g. to inspect a recipe's task, data and trainer."""
+        # bfrzoo passes the recipe as --config arguments on purpose: not the mistake this warning guards against
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
         super().__init__(
             model_class=RestorationTask,
             datamodule_class=FaceDataModule,
             subclass_mode_model=True,
             args=args,
+            run=run,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
         )
