@@ -120,6 +120,12 @@ class RestorationTask(L.LightningModule):
         return out[0] if isinstance(out, (tuple, list)) else out
 
     @torch.no_grad()
+    def sync_ema(self) -> None:
+        """Make the EMA copy equal to the training network (after loading weights into ``net``)."""
+        if self.net_ema is not None:
+            self.net_ema.load_state_dict(self.net.state_dict())
+
+    @torch.no_grad()
     def update_ema(self) -> None:
         if self.net_ema is None:
             return

@@ -104,8 +104,7 @@ class GPENTask(AdversarialTask):
         self.disc = Discriminator(self.net.input_size, cm, narrow, stddev_group=None)
         if prior_checkpoint:
             load_gan_prior(self.net, read_gan_prior(prior_checkpoint), self.disc)
-            if self.net_ema is not None:
-                self.net_ema.load_state_dict(self.net.state_dict())
+            self.sync_ema()
         elif not init_weights:
             warnings.warn(
                 "GPENTask: no prior_checkpoint, so the embedded GAN prior and the discriminator start from RANDOM "

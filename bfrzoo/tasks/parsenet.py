@@ -151,8 +151,7 @@ class ParseNetTask(RestorationTask):
         )
         if init_weights:
             load_parser_weights(self.net, init_weights)
-            if self.net_ema is not None:
-                self.net_ema.load_state_dict(self.net.state_dict())
+            self.sync_ema()
 
     # -------------------------------------------------------------------------------------- construction
     def build_network(self) -> nn.Module:

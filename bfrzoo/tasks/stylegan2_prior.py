@@ -228,8 +228,7 @@ class StyleGAN2PriorTask(AdversarialTask):
             load_state_dict_strict(self.net, prior["generator"], source=str(init_weights))
             if prior["discriminator"] is not None:
                 load_state_dict_strict(self.disc, prior["discriminator"], source=str(init_weights))
-            if self.net_ema is not None:
-                self.net_ema.load_state_dict(self.net.state_dict())
+            self.sync_ema()
         self.register_buffer("mean_path_length", torch.zeros(()))
         self._step = 0
         self._samples: list[torch.Tensor] = []
