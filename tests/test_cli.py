@@ -204,3 +204,11 @@ def test_default_root_dir_moves_the_whole_run_folder(tmp_path: Path, monkeypatch
     run = _run_dir(tmp_path / "elsewhere")
     assert run.parent == tmp_path / "elsewhere" / "logs" and not (tmp_path / "runs").exists()
     assert (run / "metrics.csv").is_file() and list(run.glob("events.out.tfevents.*")) and (run / "restorer.pt").is_file()
+
+
+def test_bf16_mixed_precision_demo_fit_records_its_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPU runs use bf16 autocast; the same path runs on CPU, and the table row says which precision scored it."""
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--recipe", "unet", "--demo", *TINY, "--trainer.precision", "bf16-mixed"])
+    report = json.loads((_run_dir(tmp_path / "runs" / "unet") / "test_metrics.json").read_text())
+    assert report["precision"] == "bf16-mixed" and 5 < report["metrics"]["psnr"] < 60

@@ -81,6 +81,7 @@ class RunReport:
     bfrzoo_version: str
     commit: str
     date: str
+    precision: str = "32-true"
     notes: list[str] = field(default_factory=list)
 
     @classmethod
@@ -124,6 +125,7 @@ class RunReport:
             bfrzoo_version=bfrzoo.__version__,
             commit=git_commit(),
             date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            precision=str(getattr(trainer, "precision", "32-true")),
             notes=notes,
         )
 
@@ -137,7 +139,7 @@ class RunReport:
         )
         prov = (
             f"\nDevice: {self.device}; torch {self.torch_version}; bfrzoo {self.bfrzoo_version} @ {self.commit}; "
-            f"{self.date}. Data: {self.data} (size {self.size}, seed {self.seed}). Arguments: {json.dumps(self.restorer_args, sort_keys=True)}.\n"
+            f"{self.date}; precision {self.precision}. Data: {self.data} (size {self.size}, seed {self.seed}). Arguments: {json.dumps(self.restorer_args, sort_keys=True)}.\n"
         )
         notes = "".join(f"\nNote: {n}" for n in self.notes)
         return "\n".join([head, sep, row]) + "\n" + prov + notes + ("\n" if notes else "")
