@@ -1,7 +1,7 @@
 """Benchmark: PSFR-GAN speed — the full restorer (FPN parsing + generator) and one training step.
 
     python benchmarks/psfrgan_speed.py                       # published 512 configuration, on CUDA
-    python benchmarks/psfrgan_speed.py --tiny --device cpu   # smoke run (64 px); writes no results
+    python benchmarks/psfrgan_speed.py --tiny --device cpu --repeats 1 --no-compile --batches 1   # CPU smoke run (64 px, minutes); writes no results
 
 Measured (random weights; speed does not depend on them):
 * inference images/s at batch 1 and 16 in fp32, bf16 autocast, channels_last, and torch.compile;
