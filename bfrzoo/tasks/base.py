@@ -217,6 +217,12 @@ class RestorationTask(L.LightningModule):
         # never inside an ``is_global_zero`` branch (that deadlocks DDP). Rank-zero writers use the cached path.
         log_dir = self.trainer.log_dir
         self._run_dir = Path(log_dir if log_dir else self.trainer.default_root_dir)
+        if getattr(self, "code_commit", None) is None:
+            # the code this process runs: read when the run starts, not when the report is written (a long run
+            # may end after later commits); ``+dirty`` marks uncommitted edits to tracked files
+            from bfrzoo.tasks.reporting import git_commit
+
+            self.code_commit: str | None = git_commit()
         size = getattr(getattr(self.trainer, "datamodule", None), "size", None)
         required = self.required_data_size()
         if size is not None and required is not None and size != required:

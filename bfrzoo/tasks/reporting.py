@@ -123,7 +123,7 @@ class RunReport:
             device=device_name(device),
             torch_version=torch.__version__,
             bfrzoo_version=bfrzoo.__version__,
-            commit=git_commit(),
+            commit=getattr(getattr(trainer, "lightning_module", None), "code_commit", None) or git_commit(),
             date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             precision=str(getattr(trainer, "precision", "32-true")),
             notes=notes,
