@@ -212,3 +212,24 @@ def test_bf16_mixed_precision_demo_fit_records_its_precision(tmp_path: Path, mon
     main(["fit", "--recipe", "unet", "--demo", *TINY, "--trainer.precision", "bf16-mixed"])
     report = json.loads((_run_dir(tmp_path / "runs" / "unet") / "test_metrics.json").read_text())
     assert report["precision"] == "bf16-mixed" and 5 < report["metrics"]["psnr"] < 60
+
+
+def test_restore_folder_batches_mixed_sizes_and_keeps_each_size(tmp_path: Path) -> None:
+    """Consecutive same-size files share a forward pass, other sizes get their own; outputs keep their input's size
+    (an untrained U-Net is the identity, so each output equals its input exactly after 8-bit rounding)."""
+    import bfrzoo
+    from bfrzoo.io import read_image, sample_root
+    from bfrzoo.restore_folder import restore_folder
+    from bfrzoo.tasks.export import export_restorer
+
+    src = tmp_path / "in"
+    src.mkdir()
+    files = sorted((sample_root("aaf128") / "images").iterdir())[:3] + sorted(sample_root("real_lq").glob("*.png"))[:2]
+    for f in files:
+        (src / f.name).write_bytes(f.read_bytes())
+    weights = export_restorer(bfrzoo.create_restorer("unet", base_channels=8, depth=2), "unet",
+                              {"base_channels": 8, "depth": 2}, tmp_path / "restorer.pt")
+    assert restore_folder(src, tmp_path / "out", weights=weights, device="cpu", batch_size=2) == 5
+    for f in files:
+        restored = read_image(tmp_path / "out" / f"{f.stem}.png")
+        assert torch.equal(restored, read_image(f)), f.name
