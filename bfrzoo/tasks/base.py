@@ -271,6 +271,34 @@ class RestorationTask(L.LightningModule):
         )
         report.write(self._out_dir())
 
+    # ------------------------------------------------------------------------------------------ resuming
+    #: Plain attributes (step counters of lazy regularisation ...) that a resumed run must continue from.
+    checkpointed_counters: tuple[str, ...] = ()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Besides Lightning's state: the task's counters and the torch RNG states (random latents, style mixing,
+        noise), so that ``--ckpt_path`` resumes exactly where the run stopped. All plain ints and uint8 tensors:
+        the checkpoint stays loadable with ``weights_only=True``."""
+        checkpoint["bfrzoo_counters"] = {name: int(getattr(self, name)) for name in self.checkpointed_counters}
+        checkpoint["bfrzoo_rng"] = {
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for name, value in checkpoint.get("bfrzoo_counters", {}).items():
+            setattr(self, name, int(value))
+        rng = checkpoint.get("bfrzoo_rng")
+        if rng is not None and self._resuming_training():
+            torch.set_rng_state(rng["cpu"])
+            if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def _resuming_training(self) -> bool:
+        """The RNG is restored only when training resumes (``fit --ckpt_path``), not for ``test``/``predict``."""
+        trainer = self._trainer
+        return trainer is not None and trainer.state.fn == "fit"
+
     # -------------------------------------------------------------------------------------------- export
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero:

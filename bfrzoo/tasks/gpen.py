@@ -67,6 +67,8 @@ class GPENTask(AdversarialTask):
             :class:`bfrzoo.tasks.base.RestorationTask` and :class:`~bfrzoo.tasks.base.AdversarialTask`.
     """
 
+    checkpointed_counters = ("_d_steps",)
+
     def __init__(
         self,
         restorer: str = "gpen_512",

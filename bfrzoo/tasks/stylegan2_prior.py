@@ -185,6 +185,8 @@ class StyleGAN2PriorTask(AdversarialTask):
         init_weights: a ``prior.pt`` / ``.ckpt`` of this task to start from (generator and discriminator).
     """
 
+    checkpointed_counters = ("_step",)
+
     def __init__(
         self,
         size: int = 512,
