@@ -80,6 +80,19 @@ def test_bad_constructor_value_is_one_clear_line(tmp_path: Path, monkeypatch: py
     assert exit_info.value.code == 2 and capsys.readouterr().err.strip() == "bfrzoo: error: lr must be > 0, got -1.0"
 
 
+def test_checkpoint_monitor_of_an_uncomputed_metric_fails_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bfrzoo.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--recipe", "unet", "--demo", "--model.init_args.metrics", "[ssim]"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "monitors 'val/psnr'" in err and "val/ssim" in err
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
 class _nothing:
     def __enter__(self) -> None:
         return None

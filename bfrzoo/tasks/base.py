@@ -223,6 +223,8 @@ class RestorationTask(L.LightningModule):
             from bfrzoo.tasks.reporting import git_commit
 
             self.code_commit: str | None = git_commit()
+        if stage == "fit" and self.trainer.limit_val_batches != 0:
+            self._check_checkpoint_monitor()
         size = getattr(getattr(self.trainer, "datamodule", None), "size", None)
         required = self.required_data_size()
         if size is not None and required is not None and size != required:
@@ -232,6 +234,27 @@ class RestorationTask(L.LightningModule):
                 f"data.size is {size} but this {self.restorer_name} network works on {required} px faces: set "
                 f"--data.size {required}, or build the network for {size} px through --model.restorer_args"
             )
+
+    def validation_metric_keys(self) -> list[str]:
+        """The keys this task logs after each validation epoch (what a ``ModelCheckpoint`` may monitor)."""
+        return [f"val/{name}" for name in self._metric_names]
+
+    def _check_checkpoint_monitor(self) -> None:
+        """Fail at the start of ``fit``, not after the first epoch, when the checkpoint monitors a metric that the
+        task does not compute (e.g. ``val/lpips`` after ``--model.init_args.metrics`` dropped LPIPS)."""
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        from bfrzoo.errors import BfrzooError
+
+        keys = self.validation_metric_keys()
+        for cb in self.trainer.callbacks:
+            monitor = getattr(cb, "monitor", None) if isinstance(cb, ModelCheckpoint) else None
+            if monitor and monitor.startswith("val/") and monitor not in keys:
+                raise BfrzooError(
+                    f"the checkpoint callback monitors {monitor!r} but this task computes {', '.join(keys) or 'no validation metrics'}: "
+                    f"add {monitor.removeprefix('val/')} to --model.init_args.metrics or set "
+                    f"--trainer.callbacks.init_args.monitor to one of those"
+                )
 
     def required_data_size(self) -> int | None:
         """The face size the trained network needs (``None`` = any size): checked against ``data.size``."""

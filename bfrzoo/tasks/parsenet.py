@@ -161,6 +161,9 @@ class ParseNetTask(RestorationTask):
         return _ParsingSuite(self._metric_names, self._metrics_pretrained)
 
     # ------------------------------------------------------------------------------------------ helpers
+    def validation_metric_keys(self) -> list[str]:
+        return ["val/miou", "val/pixel_acc", *super().validation_metric_keys()]
+
     def required_data_size(self) -> int | None:
         return int(self.net.in_size)
 

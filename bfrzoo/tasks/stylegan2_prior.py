@@ -239,6 +239,9 @@ class StyleGAN2PriorTask(AdversarialTask):
         """The prior generator (not a restorer): :class:`Generator` with the ``gpen`` architecture arguments."""
         return Generator(**self._gen_args)
 
+    def validation_metric_keys(self) -> list[str]:
+        return []  # validation draws sample grids only; the distribution metrics run at test time
+
     def required_data_size(self) -> int | None:
         return int(self._gen_args["size"])
 
