@@ -25,6 +25,8 @@ class BfrzooCLI(LightningCLI):
         subcommand (no training), e.g. to inspect a recipe's task, data and trainer."""
         # bfrzoo passes the recipe as --config arguments on purpose: not the mistake this warning guards against
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+        # EMA copies, frozen priors / parsers and metric feature networks are in eval mode by design
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
         super().__init__(
             model_class=RestorationTask,
             datamodule_class=FaceDataModule,
