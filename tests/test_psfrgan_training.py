@@ -269,3 +269,14 @@ def test_cli_size_mismatch_is_one_clear_error(
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--recipe", "parsenet", "--demo", *CLI_TINY[:-1], "128"])
     assert exit_info.value.code == 2 and "--data.size 64" in capsys.readouterr().err
+
+
+def test_cli_discriminator_too_deep_for_the_size_fails_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--recipe", "psfrgan", "--demo", *CLI_TINY, "--model.init_args.disc_depth", "4"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "too small for the 3-scale discriminator of depth 4" in err
+    assert not list(tmp_path.rglob("*.ckpt"))
