@@ -36,22 +36,36 @@ def from_model_range(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
-def check_images(x: torch.Tensor, name: str = "images") -> torch.Tensor:
-    """Check a float ``(N, 3, H, W)`` batch; raise one clear :class:`ImageInputError` otherwise."""
+def check_images(
+    x: torch.Tensor,
+    name: str = "images",
+    min_size: int = 8,
+    allow_unbatched: bool = True,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """Check a float ``(N, 3, H, W)`` batch in ``[0, 1]`` (also used by :mod:`bfrzoo.metrics`); return it batched.
+
+    Raises one clear :class:`ImageInputError` otherwise. ``allow_unbatched`` accepts a single ``(3, H, W)`` image;
+    ``min_size`` is the smallest side allowed; ``check_finite`` also rejects NaN / inf (a device sync: the metrics,
+    called every batch, leave it off).
+    """
     if not isinstance(x, torch.Tensor):
-        raise ImageInputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim == 3:
+        raise ImageInputError(f"{name} must be a torch.Tensor of shape (N, 3, H, W) in [0, 1], got {type(x).__name__}")
+    if allow_unbatched and x.ndim == 3:
         x = x.unsqueeze(0)
     if x.ndim != 4 or x.shape[1] != 3:
         raise ImageInputError(
-            f"{name} must be (N, 3, H, W) RGB, got shape {tuple(x.shape)}; convert grayscale with "
+            f"{name} must be (N, 3, H, W) RGB, channels first, got shape {tuple(x.shape)}; add a batch dimension "
+            "with x[None], move channels with x.permute(0, 3, 1, 2), convert grayscale with "
             "x.expand(-1, 3, -1, -1) and drop alpha channels"
         )
     if not x.is_floating_point():
         raise ImageInputError(f"{name} must be float in [0, 1], got dtype {x.dtype}; divide uint8 data by 255")
-    if x.shape[-1] < 8 or x.shape[-2] < 8:
-        raise ImageInputError(f"{name} are too small ({x.shape[-2]}x{x.shape[-1]}); faces need at least 8x8 pixels")
-    if not torch.isfinite(x).all():
+    if min(x.shape[-2:]) < min_size:
+        raise ImageInputError(
+            f"{name} of size {x.shape[-2]}x{x.shape[-1]} are too small: both sides must be >= {min_size} px"
+        )
+    if check_finite and not torch.isfinite(x).all():
         raise ImageInputError(f"{name} contain NaN or infinite values")
     return x
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from bfrzoo.errors import ImageInputError
+from bfrzoo.interface import check_images as _check_images
 
 #: MATLAB ``rgb2ycbcr`` luma row (ITU-R BT.601, studio swing) for RGB in [0, 1]: Y in [16, 235] on the 0..255 scale.
 #: Y_255 = 16 + 65.481 R + 128.553 G + 24.966 B. (``skimage.color.rgb2ycbcr`` uses the same numbers.)
@@ -17,20 +18,9 @@ YCBCR_Y_WEIGHTS: tuple[float, float, float] = (65.481, 128.553, 24.966)
 
 
 def check_images(x: Tensor, name: str = "images", min_size: int = 1) -> None:
-    """Raise :class:`ImageInputError` unless ``x`` is a float (N, 3, H, W) tensor with H, W >= ``min_size``."""
-    if not isinstance(x, Tensor):
-        raise ImageInputError(f"{name} must be a torch.Tensor of shape (N, 3, H, W) in [0, 1], got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ImageInputError(
-            f"{name} must have shape (N, 3, H, W) (RGB, channels first), got {tuple(x.shape)}; "
-            "add a batch dimension with x[None] or move channels with x.permute(0, 3, 1, 2)"
-        )
-    if not x.is_floating_point():
-        raise ImageInputError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype}; use x.float() / 255")
-    if min(x.shape[-2:]) < min_size:
-        raise ImageInputError(
-            f"{name} of size {tuple(x.shape[-2:])} is too small for this metric: both sides must be >= {min_size} px"
-        )
+    """Raise :class:`ImageInputError` unless ``x`` is a float (N, 3, H, W) tensor with H, W >= ``min_size``
+    (:func:`bfrzoo.interface.check_images`, batched input only, no NaN scan: metrics run every batch)."""
+    _check_images(x, name, min_size=min_size, allow_unbatched=False, check_finite=False)
 
 
 def check_pair(preds: Tensor, target: Tensor, min_size: int = 1) -> None:
