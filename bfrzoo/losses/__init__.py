@@ -12,6 +12,7 @@ from bfrzoo.losses.adversarial import (
     hinge_d_loss,
     hinge_g_loss,
     logistic_d_loss,
+    logistic_d_loss_lazy_r1,
     logistic_g_loss,
     r1_penalty,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "hinge_d_loss",
     "hinge_g_loss",
     "logistic_d_loss",
+    "logistic_d_loss_lazy_r1",
     "logistic_g_loss",
     "masked_gram",
     "r1_penalty",

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 Scores = torch.Tensor | Sequence[torch.Tensor]
 
@@ -64,3 +65,26 @@ def feature_matching_loss(
         for f, r in zip(fs, rs, strict=True):
             total = total.to(f.device) + F.mse_loss(f, r.detach())
     return total
+
+
+def logistic_d_loss_lazy_r1(
+    disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, r1_gamma: float, d_reg_every: int, step: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """StyleGAN2's discriminator objective (Karras et al. 2020, appendix B), shared by the prior and GPEN.
+
+    ``E[softplus(-D(real))] + E[softplus(D(fake))]`` on ``real`` and the detached ``fake`` ``(N, 3, S, S)`` in
+    ``[-1, 1]``, plus the lazy R1 penalty ``gamma / 2 * E[||grad_x D(x)||^2] * d_reg_every`` when
+    ``r1_gamma > 0`` and ``step % d_reg_every == 0``. Turns D's gradients back on (the generator step turns them
+    off). Returns the loss and the detached terms to log (``adv``, ``real_score``, ``fake_score``, ``r1``).
+    """
+    disc.requires_grad_(True)
+    real_pred, fake_pred = disc(real), disc(fake)
+    loss = logistic_d_loss(real_pred, fake_pred)
+    logs = {"adv": loss.detach(), "real_score": real_pred.mean().detach(), "fake_score": fake_pred.mean().detach()}
+    if r1_gamma > 0 and step % d_reg_every == 0:
+        real_r = real.detach().requires_grad_(True)
+        pred = disc(real_r)
+        r1 = r1_penalty(pred, real_r)
+        loss = loss + r1_gamma / 2 * r1 * d_reg_every + 0 * pred[0, 0]
+        logs["r1"] = r1.detach()
+    return loss, logs

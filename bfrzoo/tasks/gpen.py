@@ -36,10 +36,10 @@ import torch.nn.functional as F
 from bfrzoo.blocks.stylegan2 import Discriminator
 from bfrzoo.errors import BfrzooError
 from bfrzoo.interface import to_model_range
-from bfrzoo.losses.adversarial import logistic_g_loss
+from bfrzoo.losses.adversarial import logistic_d_loss_lazy_r1, logistic_g_loss
 from bfrzoo.tasks.base import AdversarialTask, Batch
 from bfrzoo.tasks.optim import adam
-from bfrzoo.tasks.stylegan2_prior import discriminator_width, load_gan_prior, logistic_d_loss_lazy_r1, read_gan_prior
+from bfrzoo.tasks.stylegan2_prior import discriminator_width, load_gan_prior, read_gan_prior
 
 #: LR_encoder : LR_decoder : LR_discriminator of Sec. 4.2.
 LR_RATIOS: tuple[float, float, float] = (100.0, 10.0, 1.0)

@@ -37,7 +37,7 @@ from torch import nn
 from bfrzoo.blocks.stylegan2 import NOISE_MODES, Discriminator, Generator, NoiseMode, stylegan2_width
 from bfrzoo.errors import BfrzooError, CheckpointMismatchError
 from bfrzoo.interface import from_model_range, to_model_range
-from bfrzoo.losses.adversarial import logistic_d_loss, logistic_g_loss, r1_penalty
+from bfrzoo.losses.adversarial import logistic_d_loss_lazy_r1, logistic_g_loss
 from bfrzoo.registry import load_state_dict_strict
 from bfrzoo.tasks.base import AdversarialTask, Batch
 from bfrzoo.tasks.optim import adam
@@ -136,29 +136,6 @@ def discriminator_width(generator: Generator) -> tuple[int, float]:
     """``(channel_multiplier, narrow)`` of the channel rule a generator was built with (for its discriminator)."""
     resolution = min(generator.size, 64)  # the multiplier first shows in the channels at 64x64
     return stylegan2_width(generator.channels[4], generator.channels[resolution], resolution)
-
-
-def logistic_d_loss_lazy_r1(
-    disc: Discriminator, real: torch.Tensor, fake: torch.Tensor, r1_gamma: float, d_reg_every: int, step: int
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """StyleGAN2's discriminator objective (Karras et al. 2020, appendix B), shared by the prior and GPEN.
-
-    ``E[softplus(-D(real))] + E[softplus(D(fake))]`` on ``real`` and the detached ``fake`` ``(N, 3, S, S)`` in
-    ``[-1, 1]``, plus the lazy R1 penalty ``gamma / 2 * E[||grad_x D(x)||^2] * d_reg_every`` when
-    ``r1_gamma > 0`` and ``step % d_reg_every == 0``. Turns D's gradients back on (the generator step turns them
-    off). Returns the loss and the detached terms to log (``adv``, ``real_score``, ``fake_score``, ``r1``).
-    """
-    disc.requires_grad_(True)
-    real_pred, fake_pred = disc(real), disc(fake)
-    loss = logistic_d_loss(real_pred, fake_pred)
-    logs = {"adv": loss.detach(), "real_score": real_pred.mean().detach(), "fake_score": fake_pred.mean().detach()}
-    if r1_gamma > 0 and step % d_reg_every == 0:
-        real_r = real.detach().requires_grad_(True)
-        pred = disc(real_r)
-        r1 = r1_penalty(pred, real_r)
-        loss = loss + r1_gamma / 2 * r1 * d_reg_every + 0 * pred[0, 0]
-        logs["r1"] = r1.detach()
-    return loss, logs
 
 
 # ---------------------------------------------------------------------------------------------- task
