@@ -133,15 +133,12 @@ def _cmd_restore(args: argparse.Namespace) -> None:
 
 
 def _cmd_table(args: argparse.Namespace) -> None:
-    from bfrzoo.tasks.table import collect_table
+    from bfrzoo.io import atomic_write_text
+    from bfrzoo.tables import collect_run_table
 
-    text = collect_table([Path(p) for p in args.runs], title=args.title)
+    text = collect_run_table([Path(p) for p in args.runs], title=args.title)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
+        out = atomic_write_text(args.out, text)
         print(f"wrote {out}")
     else:
         print(text)

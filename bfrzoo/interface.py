@@ -25,6 +25,14 @@ from bfrzoo.errors import ImageInputError
 
 Image = Any  # PIL.Image.Image, imported lazily
 
+#: The 19 face-parsing classes of CelebAMask-HQ, in label order: the masks of the data, the parsing networks'
+#: logits (PSFR-GAN's FPN, MPCNet's parsing prior) and the parsing metrics all use these indices.
+PARSING_CLASSES: tuple[str, ...] = (
+    "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear", "mouth",
+    "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",
+)
+NUM_PARSING_CLASSES: int = len(PARSING_CLASSES)
+
 
 def to_model_range(x: torch.Tensor) -> torch.Tensor:
     """``[0, 1]`` -> ``[-1, 1]``."""

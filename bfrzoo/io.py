@@ -4,9 +4,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,12 +85,45 @@ def read_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
 
 
-def write_png(image: torch.Tensor, path: str | Path) -> None:
-    """``(3, H, W)`` in ``[0, 1]`` -> 8-bit PNG."""
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Write a file so that ``path`` only ever holds a complete one: ``write(tmp)`` fills a temporary file in
+    the same folder (same file system), which is then renamed over ``path`` (``os.replace`` is atomic). On any
+    error, the temporary file is removed and an existing ``path`` is left as it was.
+
+    The one writer of every file bfrzoo produces (checkpoints, reports, tables, images); the parent folder is
+    created when missing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """:func:`atomic_write` of a UTF-8 text file."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """:func:`atomic_write` of ``torch.save(obj)`` (keep ``obj`` to tensors, numbers, strings and containers so
+    that ``torch.load(weights_only=True)`` reads it back)."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_png(image: torch.Tensor, path: str | Path) -> Path:
+    """``(3, H, W)`` in ``[0, 1]`` -> 8-bit PNG, written atomically."""
     from PIL import Image
 
     arr = image.detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-    Image.fromarray(arr).save(path, format="PNG")
+    return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from bfrzoo.errors import UnknownNameError
+from bfrzoo.errors import CheckpointMismatchError, UnknownNameError
 from bfrzoo.weights import PretrainedCfg, load_checkpoint, resolve_weights, task_network_state
 
 #: Every module that registers restorers or converters. Add a new model file here.
@@ -186,8 +186,6 @@ def from_official(arch: str, checkpoint_or_state_dict: str | Path | Mapping[str,
 
 def load_state_dict_strict(net: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """``load_state_dict(strict=True)`` with one readable error listing what does not fit."""
-    from bfrzoo.errors import CheckpointMismatchError
-
     own = net.state_dict()
     missing = sorted(set(own) - set(state))
     surplus = sorted(set(state) - set(own))
@@ -211,3 +209,71 @@ def load_state_dict_strict(net: nn.Module, state: Mapping[str, torch.Tensor], so
             + ". Check the architecture arguments (size, channels) match the checkpoint."
         )
     net.load_state_dict(state, strict=True)
+
+
+# ---------------------------------------------------------------------------------------- restorer.pt
+#: The ``kind`` entry of a ``restorer.pt``.
+RESTORER_KIND = "bfrzoo.restorer"
+
+
+def export_restorer(
+    net: nn.Module, name: str, args: Mapping[str, Any], path: str | Path, info: Mapping[str, Any] | None = None
+) -> Path:
+    """Atomically write ``restorer.pt``: ``{"kind", "restorer", "args", "state_dict", "info"}``.
+
+    Plain strings, numbers and tensors only, so ``torch.load(path, weights_only=True)`` reads it and
+    :func:`load_restorer` rebuilds the network through the registry without any recipe or training code.
+    ``info`` records where the weights come from (e.g. ``{"weights": "ema", "checkpoint": "best-epoch=003.ckpt"}``).
+    """
+    from bfrzoo.io import atomic_torch_save
+
+    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    obj = {"kind": RESTORER_KIND, "restorer": name, "args": dict(args), "state_dict": state, "info": dict(info or {})}
+    return atomic_torch_save(obj, path)
+
+
+def restorer_state_dict(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The network weights in a loaded ``restorer.pt`` or Lightning checkpoint (EMA weights preferred)."""
+    inner = obj.get("state_dict", obj)
+    if not isinstance(inner, Mapping):
+        raise CheckpointMismatchError("the checkpoint's 'state_dict' entry is not a mapping of tensors")
+    return task_network_state(inner)
+
+
+def load_restorer_weights(net: nn.Module, path: str | Path) -> nn.Module:
+    """Load a ``restorer.pt`` or Lightning ``.ckpt`` into ``net`` (strict; one clear error on mismatch)."""
+    from bfrzoo.weights import read_checkpoint
+
+    load_state_dict_strict(net, restorer_state_dict(read_checkpoint(path, "restorer checkpoint")), source=str(path))
+    return net
+
+
+def load_restorer(path: str | Path) -> nn.Module:
+    """Rebuild the network of a ``restorer.pt`` written by :func:`export_restorer` (eval mode, CPU).
+
+    Raises one :class:`~bfrzoo.errors.BfrzooError` for a file that is missing, unreadable, not a restorer.pt,
+    names an unknown restorer, or carries arguments its factory rejects.
+    """
+    from bfrzoo.errors import BfrzooError
+    from bfrzoo.weights import read_checkpoint
+
+    obj = read_checkpoint(path, "restorer")
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("restorer"), str):
+        raise BfrzooError(
+            f"{str(path)!r} has no restorer name; it is not a bfrzoo restorer.pt. For a Lightning .ckpt use "
+            "`bfrzoo predict --recipe NAME --ckpt_path FILE`; for an official checkpoint use bfrzoo.from_official"
+        )
+    args = obj.get("args", {})
+    if not isinstance(args, Mapping):
+        raise CheckpointMismatchError(f"{str(path)!r}: its 'args' entry is not a mapping of architecture arguments")
+    try:
+        net = create_restorer(obj["restorer"], **args)
+    except BfrzooError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise CheckpointMismatchError(
+            f"{str(path)!r} holds arguments {dict(args)} that the {obj['restorer']!r} factory rejects ({exc}); "
+            "the file is damaged or was written by another bfrzoo version"
+        ) from exc
+    load_state_dict_strict(net, restorer_state_dict(obj), source=str(path))
+    return net.eval()

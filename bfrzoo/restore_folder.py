@@ -27,7 +27,7 @@ def restore_folder(
     an error leaves nothing behind. A progress bar goes to the terminal (not to logs or pipes).
     """
     from bfrzoo.registry import create_restorer
-    from bfrzoo.tasks.export import load_restorer
+    from bfrzoo.registry import load_restorer
 
     if (weights is None) == (restorer is None):
         raise ValueError("give exactly one of weights (a restorer.pt) or restorer (a registered name)")

@@ -9,12 +9,26 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from bfrzoo.data import FaceDataModule
-from bfrzoo.tasks.base import RestorationTask
+from bfrzoo.tasks.base import BfrzooTask
+
+
+class LatestCheckpoint(ModelCheckpoint):
+    """``checkpoints/last.ckpt`` after EVERY epoch, whatever the monitored metric did: what ``--ckpt_path``
+    resumes from. (Lightning's ``save_last`` of a monitored checkpoint only writes ``last.ckpt`` when a new best
+    is saved, so a run whose metric stopped improving could not resume from its real last epoch.) Added by
+    :class:`BfrzooCLI` next to a recipe's monitored checkpoint."""
+
+    def __init__(self) -> None:
+        super().__init__(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+
+    @property
+    def state_key(self) -> str:
+        return "bfrzoo.LatestCheckpoint"
 
 
 class BfrzooCLI(LightningCLI):
@@ -28,7 +42,7 @@ class BfrzooCLI(LightningCLI):
         # EMA copies, frozen priors / parsers and metric feature networks are in eval mode by design
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
         super().__init__(
-            model_class=RestorationTask,
+            model_class=BfrzooTask,
             datamodule_class=FaceDataModule,
             subclass_mode_model=True,
             args=args,
@@ -52,10 +66,11 @@ class BfrzooCLI(LightningCLI):
         configured = cfg.get("logger")
         if configured is not False and "logger" not in kwargs:
             # bfrzoo's default loggers live in the run's own folder, so --trainer.default_root_dir moves everything
-            from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+            from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
             root = str(cfg.get("default_root_dir") or "runs")
-            defaults = [CSVLogger(root, name="logs"), TensorBoardLogger(root, name="logs")]
+            version = self._resumed_version(Path(root) / "logs")
+            defaults = [CSVLogger(root, name="logs", version=version), TensorBoardLogger(root, name="logs", version=version)]
             if configured is None or configured is True:
                 kwargs["logger"] = defaults
             else:  # loggers asked for on top (wandb ...): keep the CSV + TensorBoard run folder first
@@ -68,7 +83,26 @@ class BfrzooCLI(LightningCLI):
             for logger in loggers[1:]:
                 if getattr(logger, "_version", False) is None and Path(logger.save_dir or "") == Path(loggers[0].save_dir or "") and logger.name == loggers[0].name:
                     logger._version = version
+        if trainer.checkpoint_callback is not None and not any(isinstance(cb, LatestCheckpoint) for cb in trainer.callbacks):
+            trainer.callbacks.append(LatestCheckpoint())
         return trainer
+
+    def _resumed_version(self, logs_dir: Path) -> int | None:
+        """``N`` when ``fit --ckpt_path`` resumes a checkpoint of ``<logs_dir>/version_N/checkpoints/``: the
+        resumed run continues in its own folder (metrics, grids, checkpoints, best-model tracking), instead of
+        starting ``version_N+1``."""
+        if self.subcommand != "fit":
+            return None
+        ckpt = self._get(self.config_init, "ckpt_path")
+        if not ckpt or str(ckpt) in ("last", "best", "hpc", "registry") or "://" in str(ckpt):
+            return None
+        folder = Path(ckpt).expanduser().resolve().parent
+        if folder.name != "checkpoints" or not folder.parent.name.startswith("version_"):
+            return None
+        if folder.parent.parent != logs_dir.expanduser().resolve():
+            return None
+        suffix = folder.parent.name.removeprefix("version_")
+        return int(suffix) if suffix.isdigit() else None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -94,8 +128,9 @@ class BfrzooCLI(LightningCLI):
             print(f"bfrzoo: restored images in {self._predict_output}")
 
     def after_fit(self) -> None:
-        if not self.config_init[self.subcommand].get("test_after_fit", True):
-            return
+        """Test the best checkpoint on the fixed test set (``test_after_fit``), then write the run's export
+        (``restorer.pt`` / ``prior.pt`` / ``parser.pt``) ONCE, from the weights that test scored (or, without the
+        test, from the final weights), recording which ones."""
         if self.trainer.interrupted:
             return
         ckpt = None
@@ -103,10 +138,14 @@ class BfrzooCLI(LightningCLI):
             if isinstance(cb, ModelCheckpoint) and cb.best_model_path:
                 ckpt = cb.best_model_path
                 break
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, weights_only=True)
+        tested = bool(self.config_init[self.subcommand].get("test_after_fit", True))
+        if tested:
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, weights_only=True)
         if self.trainer.is_global_zero:
-            from bfrzoo.tasks.export import export_restorer
-
             model = self.model
-            path = export_restorer(model.eval_net, model.restorer_name, model.restorer_args, model._out_dir() / "restorer.pt")
-            print(f"bfrzoo: run folder {path.parent}: restorer.pt, test_metrics.md, test_grid.png")
+            if tested:
+                info = {"checkpoint": Path(ckpt).name if ckpt else "last (no best checkpoint)", "tested": True}
+            else:
+                info = {"checkpoint": "last", "tested": False}
+            path = model.export_run(model._out_dir(), info)
+            print(f"bfrzoo: run folder {path.parent}: {path.name}" + (", test_metrics.md" if tested else ""))

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -97,23 +97,21 @@ def resolve_weights(cfg: PretrainedCfg, path: str | Path | None = None) -> Path:
 
 
 def _download(cfg: PretrainedCfg, target: Path) -> None:
-    """Download to a temporary file beside ``target`` and move it into place only when complete."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
-    os.close(fd)
-    try:
-        torch.hub.download_url_to_file(cfg.url, tmp, progress=True)
+    """Download into a temporary file beside ``target``; it becomes ``target`` only when complete and, if
+    ``cfg.sha256`` is set, verified (:func:`bfrzoo.io.atomic_write`)."""
+    from bfrzoo.io import atomic_write
+
+    def fetch(tmp: Path) -> None:
+        torch.hub.download_url_to_file(cfg.url, str(tmp), progress=True)
         if cfg.sha256:
-            digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
+            digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
             if not digest.startswith(cfg.sha256):
                 raise WeightsNotFoundError(
                     f"downloaded {cfg.filename!r} has sha256 {digest[:16]}..., expected {cfg.sha256}: "
                     f"the file at {cfg.url} changed or the download is corrupt; download it by hand and check it"
                 )
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    atomic_write(target, fetch)
 
 
 def unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
@@ -146,17 +144,44 @@ def task_network_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     return dict(state)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a weight file safely (``weights_only=True``, on the CPU) and return its state dict."""
-    path = Path(path)
+def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+    """``state`` with ``prefix`` removed from every key that has it (``module.`` of DataParallel / DDP saves);
+    other keys are kept as they are."""
+    return {k.removeprefix(prefix): v for k, v in state.items()}
+
+
+def read_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:
+    """The one reader of every weight and checkpoint file bfrzoo opens: ``torch.load(weights_only=True)`` on
+    the CPU, with one clear :class:`BfrzooError` for each way a file can be unusable.
+
+    ``weights_only=True`` refuses files that would run code while unpickling (only tensors, numbers, strings
+    and containers load), so a downloaded or crafted checkpoint cannot execute anything. ``what`` names the
+    file in messages (``"GAN prior"``, ``"restorer"`` ...). Returns the loaded object as it is (use
+    :func:`load_checkpoint` for the state dict inside).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise WeightsNotFoundError(f"{what} {str(path)!r} does not exist; check the path")
     if not path.is_file():
-        raise WeightsNotFoundError(f"checkpoint {str(path)!r} does not exist; check the path")
+        raise BfrzooError(f"{what} {str(path)!r} is a folder, not a file; give the checkpoint file inside it")
+    if path.stat().st_size == 0:
+        raise BfrzooError(f"{what} {str(path)!r} is empty (0 bytes): an interrupted copy or download; get the file again")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        first_line = next(iter(str(exc).splitlines()), "").strip()[:200]
+        if "GLOBAL" in str(exc) or "Unsupported global" in str(exc):  # weights_only refused a Python object
+            raise BfrzooError(
+                f"{what} {str(path)!r} contains pickled Python objects or code, which bfrzoo never loads "
+                "(torch.load(weights_only=True)); if you trust it, re-save only its state_dict / tensors"
+            ) from exc
         raise BfrzooError(
-            f"could not read checkpoint {str(path)!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
-            "It is corrupt, truncated, or not a PyTorch weight file; download it again. Files that need "
-            "weights_only=False (pickled code) are refused on purpose: re-save their state_dict."
+            f"could not read {what} {str(path)!r} ({type(exc).__name__}{': ' + first_line if first_line else ''}): "
+            "it is corrupt, truncated, or not a PyTorch weight file; get the file again"
         ) from exc
-    return unwrap_state_dict(obj)
+
+
+def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Load a weight file safely (:func:`read_checkpoint`) and return the state dict inside it
+    (:func:`unwrap_state_dict`)."""
+    return unwrap_state_dict(read_checkpoint(path, what))

@@ -82,7 +82,7 @@ def test_demo_fit_writes_checkpoint_table_grid_and_restorer(tmp_path: Path, monk
     from bfrzoo.data import FaceDataModule
     from bfrzoo.interface import Restorer
     from bfrzoo.metrics import psnr
-    from bfrzoo.tasks.export import load_restorer
+    from bfrzoo.registry import load_restorer
 
     net = load_restorer(run / "restorer.pt")
     dm = FaceDataModule(size=64, batch_size=3)
@@ -101,7 +101,7 @@ def test_demo_fit_writes_checkpoint_table_grid_and_restorer(tmp_path: Path, monk
 
 def test_degrade_and_restore_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import bfrzoo
-    from bfrzoo.tasks.export import export_restorer
+    from bfrzoo.registry import export_restorer
 
     sample = Path(bfrzoo.__file__).parent / "assets" / "sample" / "aaf128" / "images"
     src = tmp_path / "hq"
@@ -144,7 +144,7 @@ def test_ddp_two_processes_on_cpu_train_and_score_like_one_process(tmp_path: Pat
     from bfrzoo.data import FaceDataModule
     from bfrzoo.interface import Restorer
     from bfrzoo.metrics import psnr
-    from bfrzoo.tasks.export import load_restorer
+    from bfrzoo.registry import load_restorer
 
     net = load_restorer(run / "restorer.pt")
     dm = FaceDataModule(size=64, batch_size=8)
@@ -155,7 +155,7 @@ def test_ddp_two_processes_on_cpu_train_and_score_like_one_process(tmp_path: Pat
 
 
 def test_table_flags_rows_scored_on_different_test_sets(tmp_path: Path) -> None:
-    from bfrzoo.tasks.table import collect_table
+    from bfrzoo.tables import collect_run_table as collect_table
 
     row = {"restorer": "unet", "metrics": {"psnr": 25.0}, "higher_is_better": {"psnr": True}, "num_images": 100,
            "data": "faces512", "preset": "common", "seed": 0, "size": 512, "num_parameters": 1_000_000,
@@ -177,7 +177,7 @@ def test_predict_writes_one_png_per_input_of_any_size(tmp_path: Path, monkeypatc
     U-Net is the identity, so each output equals its input to 8-bit rounding."""
     import bfrzoo
     from bfrzoo.io import read_image
-    from bfrzoo.tasks.export import export_restorer
+    from bfrzoo.registry import export_restorer
 
     sample = Path(bfrzoo.__file__).parent / "assets" / "sample"
     lq = tmp_path / "lq"
@@ -220,7 +220,7 @@ def test_restore_folder_batches_mixed_sizes_and_keeps_each_size(tmp_path: Path) 
     import bfrzoo
     from bfrzoo.io import read_image, sample_root
     from bfrzoo.restore_folder import restore_folder
-    from bfrzoo.tasks.export import export_restorer
+    from bfrzoo.registry import export_restorer
 
     src = tmp_path / "in"
     src.mkdir()

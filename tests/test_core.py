@@ -116,7 +116,7 @@ def test_checkpoint_unwrapping_and_corrupt_file(tmp_path: Path) -> None:
 def test_create_restorer_loads_own_checkpoints_by_path(tmp_path: Path) -> None:
     """``pretrained=<path>`` works for every variant, released weights or not: a ``restorer.pt`` and a Lightning
     task checkpoint (whose EMA network is preferred over the raw one) both load strictly."""
-    from bfrzoo.tasks.export import export_restorer
+    from bfrzoo.registry import export_restorer
 
     args = {"base_channels": 8, "depth": 2}
     torch.manual_seed(1)
@@ -206,6 +206,6 @@ def test_import_is_light() -> None:
     import subprocess
     import sys
 
-    code = "import bfrzoo, sys; print(int('lightning' in sys.modules), int('torchmetrics' in sys.modules))"
+    code = "import bfrzoo, sys; print(int('pytorch_lightning' in sys.modules), int('torchmetrics' in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ).stdout
     assert out.split() == ["0", "0"]

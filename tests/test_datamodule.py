@@ -144,32 +144,32 @@ def test_predict_dataloader_yields_lq_and_names(tmp_path: Path) -> None:
 
 
 def test_device_hook_path_equals_collate_path() -> None:
-    """Degrading in on_after_batch_transfer (accelerator runs) gives the collate path's LQ, train and val."""
+    """Degrading training batches in on_after_batch_transfer (accelerator runs) gives the collate path's LQ of the
+    same (torch) executor; validation is never deferred: the OpenCV executor makes it in the collate, per image."""
     from bfrzoo.data.datamodule import _Collate
 
     dm = FaceDataModule(size=64, batch_size=4, preset="gpen", seed=2)
     val = dm._dataset("val")
     items = [val[i] for i in range(4)]
     cpu = _Collate("gpen", 2, "val", 0, on_device=False)(items)
-    deferred = _Collate("gpen", 2, "val", 0, on_device=True)([dict(it) for it in items])
-    assert "lq" not in deferred and "_seeds" in deferred
-    hooked = dm.on_after_batch_transfer(deferred, 0)
-    assert set(hooked) == {"hq", "lq", "name"} and torch.allclose(hooked["lq"], cpu["lq"], atol=1e-6)
+    on_device = _Collate("gpen", 2, "val", 0, on_device=True)([dict(it) for it in items])
+    assert set(on_device) == {"hq", "lq", "name"} and torch.equal(on_device["lq"], cpu["lq"])
+    assert dm.on_after_batch_transfer(on_device, 0) is on_device
     train = [dict(it, _tag=(0, 3)) for it in items]
-    cpu_t = _Collate("gpen", 2, "train", 1, on_device=False)(train)
+    cpu_t = _Collate("gpen", 2, "train", 1, on_device=False, executor="torch")(train)
     dev_t = dm.on_after_batch_transfer(_Collate("gpen", 2, "train", 1, on_device=True)(train), 0)
     assert torch.allclose(cpu_t["lq"], dev_t["lq"], atol=1e-6)
-    other_rank = _Collate("gpen", 2, "train", 0, on_device=False)(train)
-    other_batch = _Collate("gpen", 2, "train", 1, on_device=False)([dict(it, _tag=(0, 4)) for it in items])
+    other_rank = _Collate("gpen", 2, "train", 0, on_device=False, executor="torch")(train)
+    other_batch = _Collate("gpen", 2, "train", 1, on_device=False, executor="torch")([dict(it, _tag=(0, 4)) for it in items])
     assert not torch.allclose(cpu_t["lq"], other_rank["lq"]) and not torch.allclose(cpu_t["lq"], other_batch["lq"])
 
 
 def test_lightning_trainer_gets_degraded_batches() -> None:
-    import lightning as L
+    import pytorch_lightning as pl
 
     seen: list[dict] = []
 
-    class Probe(L.LightningModule):
+    class Probe(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(1))
@@ -185,7 +185,7 @@ def test_lightning_trainer_gets_degraded_batches() -> None:
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     dm = FaceDataModule(size=32, batch_size=2, limit_train=4)
-    trainer = L.Trainer(
+    trainer = pl.Trainer(
         accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )

@@ -6,7 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
-import lightning as L
+import pytorch_lightning as pl
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 
 from bfrzoo.errors import CheckpointMismatchError
 from bfrzoo.tasks.gpen import GPENTask
-from bfrzoo.tasks.stylegan2_prior import StyleGAN2PriorTask, read_gan_prior, save_gan_prior
+from bfrzoo.models.gan_prior import read_gan_prior, save_gan_prior
+from bfrzoo.tasks.stylegan2_prior import StyleGAN2PriorTask
 
 TINY = dict(size=64, style_dim=32, n_mlp=2, channel_multiplier=1, narrow=0.0625, noise_mode="concat")
 TINY_PRIOR = dict(TINY, ema_decay=0.9, metrics=(), metrics_pretrained=False)
@@ -37,9 +38,9 @@ def _batches(n: int = 1, batch: int = 2, seed: int = 0) -> list[dict[str, object
     return out
 
 
-def _fit_steps(task: L.LightningModule, tmp_path: Path, steps: int = 1) -> None:
+def _fit_steps(task: pl.LightningModule, tmp_path: Path, steps: int = 1) -> None:
     loader = DataLoader(_batches(steps), batch_size=None)
-    trainer = L.Trainer(
+    trainer = pl.Trainer(
         max_steps=-1, max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path,
     )
@@ -221,7 +222,7 @@ def test_demo_prior_then_gpen_end_to_end(tmp_path: Path, monkeypatch: pytest.Mon
     assert set(report["metrics"]) == {"psnr", "ssim", "psnr_y", "ssim_y"}
     assert all(v == v for v in report["metrics"].values())  # no NaN
     # The exported restorer carries a decoder fine-tuned FROM the prior: same keys and shapes as the prior.
-    from bfrzoo.tasks.export import load_restorer
+    from bfrzoo.registry import load_restorer
 
     net = load_restorer(report_file.parent / "restorer.pt")
     prior_state = read_gan_prior(prior_file)["generator"]

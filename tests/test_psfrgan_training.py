@@ -8,7 +8,7 @@ import json
 import warnings
 from pathlib import Path
 
-import lightning as L
+import pytorch_lightning as pl
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,9 @@ from bfrzoo.cli import main
 from bfrzoo.errors import BfrzooError, CheckpointMismatchError
 from bfrzoo.interface import to_model_range
 from bfrzoo.losses.semantic_style import SemanticStyleLoss
-from bfrzoo.tasks.export import export_restorer, load_restorer
-from bfrzoo.tasks.parsenet import ParseNetTask, colorize_parsing, load_parser_weights
+from bfrzoo.registry import export_restorer, load_restorer
+from bfrzoo.models.parsenet import load_parser_weights, save_parser
+from bfrzoo.tasks.parsenet import ParseNetTask, colorize_parsing
 from bfrzoo.tasks.psfrgan import PSFRGANTask
 
 SIZE = 64
@@ -35,7 +36,7 @@ def _psfrgan_task(seed: int = 0, **kwargs: object) -> PSFRGANTask:
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "random parser" warning: expected here
-        return PSFRGANTask(restorer_args=TINY_PSFRGAN, vgg_pretrained=False, metrics=("psnr",), **TINY_DISC, **kwargs)
+        return PSFRGANTask(restorer_args=TINY_PSFRGAN, pretrained_losses=False, metrics=("psnr",), **TINY_DISC, **kwargs)
 
 
 def _batch(n: int = 2, seed: int = 0, masks: bool = True) -> dict[str, object]:
@@ -57,8 +58,8 @@ def _loader(n: int = 2, masks: bool = True) -> DataLoader:
     return DataLoader(items, batch_size=n)
 
 
-def _trainer(tmp_path: Path) -> L.Trainer:
-    return L.Trainer(
+def _trainer(tmp_path: Path) -> pl.Trainer:
+    return pl.Trainer(
         max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, default_root_dir=str(tmp_path),
     )
@@ -163,7 +164,7 @@ def test_parsing_ablation_lq_only_generator_and_unconditioned_discriminator(tmp_
             p.add_(1.0)
     assert torch.equal(net(lq), out)
     with pytest.raises(ValueError, match="use_parsing"):
-        PSFRGANTask(restorer_args={**TINY_PSFRGAN, "use_parsing": True}, use_parsing=False, vgg_pretrained=False)
+        PSFRGANTask(restorer_args={**TINY_PSFRGAN, "use_parsing": True}, use_parsing=False, pretrained_losses=False)
 
 
 def test_hq_parsing_sources_and_errors() -> None:
@@ -176,7 +177,7 @@ def test_hq_parsing_sources_and_errors() -> None:
     with pytest.raises(BfrzooError, match="with_masks"):
         gt_only.hq_parsing(_batch(masks=False))
     with pytest.warns(UserWarning, match="RANDOMLY"):
-        PSFRGANTask(restorer_args=TINY_PSFRGAN, vgg_pretrained=False, metrics=("psnr",), **TINY_DISC)
+        PSFRGANTask(restorer_args=TINY_PSFRGAN, pretrained_losses=False, metrics=("psnr",), **TINY_DISC)
 
 
 # --------------------------------------------------------------------------------------- parsing network
@@ -219,7 +220,7 @@ def test_parsenet_loss_is_eq11_and_needs_masks() -> None:
 def test_parser_weights_round_trip_into_psfrgan(tmp_path: Path) -> None:
     torch.manual_seed(3)
     parse_task = ParseNetTask(restorer_args=TINY_PARSENET)
-    path = export_restorer(parse_task.net, "parsenet", TINY_PARSENET, tmp_path / "restorer.pt")
+    path = save_parser(parse_task.net, TINY_PARSENET, tmp_path / "parser.pt")
     task = _psfrgan_task(parser_checkpoint=str(path))
     for k, v in parse_task.net.state_dict().items():
         assert torch.equal(task.net.parser.state_dict()[k], v)
@@ -248,7 +249,10 @@ def test_cli_parsenet_then_psfrgan_demo_fit_and_report(tmp_path: Path, monkeypat
     assert all(0.0 < v <= 1.0 for v in report["metrics"].values())
     assert (parse_report.parent / "test_grid.png").is_file()
     assert "| parsenet |" in (parse_report.parent / "test_metrics.md").read_text()
-    parser_file = parse_report.parent / "restorer.pt"
+    parser_file = parse_report.parent / "parser.pt"
+    assert not (parse_report.parent / "restorer.pt").exists()  # a parsing network is not a restorer
+    with pytest.raises(BfrzooError, match="no restorer name"):
+        load_restorer(parser_file)
 
     main(["fit", "--recipe", "psfrgan", "--demo", *CLI_TINY, "--model.parser_checkpoint", str(parser_file)])
     (gan_report,) = (tmp_path / "runs" / "psfrgan").rglob("test_metrics.json")
@@ -257,7 +261,7 @@ def test_cli_parsenet_then_psfrgan_demo_fit_and_report(tmp_path: Path, monkeypat
     assert report["restorer_args"]["use_parsing"] is True and 5.0 < report["metrics"]["psnr"] < 60.0
     # The trained restorer carries the pre-trained parser unchanged.
     net = load_restorer(gan_report.parent / "restorer.pt")
-    parser_state = torch.load(parser_file, weights_only=True)["state_dict"]
+    parser_state = torch.load(parser_file, weights_only=True)["parser"]
     for k, v in parser_state.items():
         assert torch.equal(net.parser.state_dict()[k], v), k
 

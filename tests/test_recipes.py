@@ -15,7 +15,7 @@ WEIGHT_FREE = {
     "gpen": ["--model.init_args.metrics_pretrained", "false"],
     "stylegan2_prior": ["--model.init_args.metrics_pretrained", "false"],
     "parsenet": [],
-    "psfrgan": ["--model.init_args.metrics_pretrained", "false", "--model.init_args.vgg_pretrained", "false"],
+    "psfrgan": ["--model.init_args.metrics_pretrained", "false", "--model.init_args.pretrained_losses", "false"],
 }
 
 

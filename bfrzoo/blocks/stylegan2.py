@@ -20,7 +20,7 @@ bias and the next layer see twice the channels) or ``"none"`` (MPCNet). It is on
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal, NamedTuple
 
 import torch
@@ -249,16 +249,24 @@ class NoiseInjection(nn.Module):
     """Per-layer noise input with ONE learned scalar ``weight`` (initialised to 0).
 
     * ``add`` (StyleGAN2): ``x + weight * noise``; ``noise (N, 1 or C, H, W)``, fresh N(0, 1) if ``None``.
-    * ``concat`` (GPEN Sec. 3.2, MMRB): ``cat([x, weight * noise], dim=1)``; ``noise (N, C_n, H, W)``, in GPEN
-      the encoder feature of the same resolution. ``None`` draws ``N(0, 1)`` with ``x``'s channel count.
+    * ``concat`` (GPEN Sec. 3.2, MMRB Eq. 3): ``cat([x, weight * noise], dim=1)``; ``noise (N, noise_channels, H,
+      W)``, in GPEN the encoder feature and in the MMRB network the decoder feature of the same resolution.
+      ``None`` draws ``N(0, 1)`` with ``noise_channels`` channels.
     * ``none`` (MPCNet): identity, no parameter.
+
+    Args:
+        mode: ``add`` | ``concat`` | ``none``.
+        noise_channels: channels of the concatenated noise (``concat`` only; ``None``: as many as ``x``).
     """
 
-    def __init__(self, mode: NoiseMode = "add") -> None:
+    def __init__(self, mode: NoiseMode = "add", noise_channels: int | None = None) -> None:
         super().__init__()
         if mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {mode!r}")
+        if noise_channels is not None and noise_channels < 1:
+            raise ValueError(f"noise_channels must be >= 1 or None, got {noise_channels}")
         self.mode = mode
+        self.noise_channels = noise_channels
         if mode != "none":
             self.weight = nn.Parameter(torch.zeros(1))
 
@@ -266,18 +274,25 @@ class NoiseInjection(nn.Module):
         if self.mode == "none":
             return x
         if noise is None:
-            ch = 1 if self.mode == "add" else x.shape[1]
+            ch = 1 if self.mode == "add" else (self.noise_channels or x.shape[1])
             noise = torch.randn(x.shape[0], ch, *x.shape[-2:], device=x.device, dtype=x.dtype)
         if self.mode == "add":
             return x + self.weight * noise
-        return torch.cat([x, self.weight * noise], dim=1)
+        if self.noise_channels is not None and noise.shape[1] != self.noise_channels:
+            raise ValueError(
+                f"concat noise must have {self.noise_channels} channels (noise_channels), got {noise.shape[1]}"
+            )
+        return torch.cat([x, self.weight * noise.to(x.dtype)], dim=1)
 
 
 class StyledConv(nn.Module):
     """Modulated conv -> noise injection -> fused leaky ReLU (one StyleGAN2 layer).
 
-    In ``concat`` mode the activation bias has ``out_ch + noise_ch`` entries (``2 * out_ch`` in GPEN) and so does
-    the output: ``out_channels`` says how many channels the next layer sees.
+    In ``concat`` mode the injected features are appended to the conv's ``out_ch`` channels, so the activation
+    bias and the output have ``out_ch + noise_channels`` channels (``noise_channels`` defaults to ``out_ch``:
+    ``2 * out_ch`` as in GPEN, whose encoder widths equal the generator's; the MMRB network's decoder may inject
+    features of another width). ``out_channels`` says how many channels the next layer sees. In ``add`` and
+    ``none`` mode ``noise_channels`` is ignored and ``out_channels == out_ch``.
     """
 
     def __init__(
@@ -290,11 +305,14 @@ class StyledConv(nn.Module):
         blur_kernel: Sequence[float] = (1, 3, 3, 1),
         demodulate: bool = True,
         noise_mode: NoiseMode = "add",
+        noise_channels: int | None = None,
     ) -> None:
         super().__init__()
         self.conv = ModulatedConv2d(in_ch, out_ch, kernel_size, style_dim, demodulate, upsample, blur_kernel)
-        self.noise = NoiseInjection(noise_mode)
-        self.out_channels = 2 * out_ch if noise_mode == "concat" else out_ch
+        concat = noise_mode == "concat"
+        self.noise_channels = (noise_channels or out_ch) if concat else 0
+        self.noise = NoiseInjection(noise_mode, self.noise_channels if concat else None)
+        self.out_channels = out_ch + self.noise_channels
         self.activate = FusedLeakyReLU(self.out_channels)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -421,7 +439,10 @@ class Generator(nn.Module):
         blur_kernel: FIR taps of every resampling.
         lr_mlp: learning-rate multiplier of the mapping network (0.01).
         noise_mode: ``add`` | ``concat`` | ``none`` (see :class:`NoiseInjection`). With ``concat`` every styled
-            conv outputs twice its channels, which the next layer and the ToRGB see (GPEN Sec. 3.2).
+            conv outputs its channels plus the injected ones, which the next layer and the ToRGB see (GPEN Sec. 3.2).
+        noise_channels: ``concat`` only: channels of the features injected at each resolution
+            (``{4: C4, 8: C8, ...}``; missing resolutions, or ``None``, inject as many channels as the layer has,
+            GPEN's layout). Both styled convs of a resolution take the same width.
 
     Layers: ``conv1`` (4x4), then per resolution ``r = 8 ... size`` two styled convs ``convs[2i]`` (upsampling)
     and ``convs[2i + 1]``, and ``to_rgbs[i]``, ``i = log2(r) - 3``; ``n_latent = 2 log2(size) - 2`` style inputs.
@@ -438,6 +459,7 @@ class Generator(nn.Module):
         blur_kernel: Sequence[float] = (1, 3, 3, 1),
         lr_mlp: float = 0.01,
         noise_mode: NoiseMode = "add",
+        noise_channels: Mapping[int, int] | None = None,
     ) -> None:
         super().__init__()
         if size < 8 or size & (size - 1):
@@ -449,17 +471,27 @@ class Generator(nn.Module):
         self.n_latent = self.log_size * 2 - 2
         self.num_layers = (self.log_size - 2) * 2 + 1
         self.channels = stylegan2_channels(channel_multiplier, narrow)
+        extra = dict(noise_channels or {})
+        unknown = sorted(set(extra) - {2**k for k in range(2, self.log_size + 1)})
+        if unknown:
+            raise ValueError(f"noise_channels has resolutions {unknown} that this {size} px generator does not have")
         self.style = MappingNetwork(style_dim, n_mlp, lr_mlp)
         self.input = ConstantInput(self.channels[4])
-        self.conv1 = StyledConv(self.channels[4], self.channels[4], 3, style_dim, blur_kernel=blur_kernel, noise_mode=noise_mode)
+        self.conv1 = StyledConv(
+            self.channels[4], self.channels[4], 3, style_dim, blur_kernel=blur_kernel, noise_mode=noise_mode,
+            noise_channels=extra.get(4),
+        )
         self.to_rgb1 = ToRGB(self.conv1.out_channels, style_dim, upsample=False)
         self.convs = nn.ModuleList()
         self.to_rgbs = nn.ModuleList()
         in_ch = self.conv1.out_channels
         for log_r in range(3, self.log_size + 1):
             out_ch = self.channels[2**log_r]
-            up = StyledConv(in_ch, out_ch, 3, style_dim, upsample=True, blur_kernel=blur_kernel, noise_mode=noise_mode)
-            same = StyledConv(up.out_channels, out_ch, 3, style_dim, blur_kernel=blur_kernel, noise_mode=noise_mode)
+            nc = extra.get(2**log_r)
+            up = StyledConv(in_ch, out_ch, 3, style_dim, upsample=True, blur_kernel=blur_kernel, noise_mode=noise_mode,
+                            noise_channels=nc)
+            same = StyledConv(up.out_channels, out_ch, 3, style_dim, blur_kernel=blur_kernel, noise_mode=noise_mode,
+                              noise_channels=nc)
             self.convs.extend([up, same])
             self.to_rgbs.append(ToRGB(same.out_channels, style_dim, blur_kernel=blur_kernel))
             in_ch = same.out_channels
@@ -597,6 +629,7 @@ class Discriminator(nn.Module):
         self.stddev_group, self.stddev_feat = stddev_group, stddev_feat
         self.final_conv = ConvLayer(in_ch + 1, ch[4], 3)
         self.final_linear = nn.Sequential(EqualLinear(ch[4] * 16, ch[4], activation=True), EqualLinear(ch[4], 1))
+        self._frozen: set[str] = set()
 
     def minibatch_stddev(self, x: torch.Tensor) -> torch.Tensor:
         """Append the mean standard deviation over groups of samples as ``stddev_feat`` extra channels."""
@@ -624,3 +657,43 @@ class Discriminator(nn.Module):
         """``(N, 3, S, S)`` -> real/fake logits ``(N, 1)``."""
         out = self.final_conv(self.minibatch_stddev(self.convs(x)))
         return self.final_linear(out.flatten(1))
+
+    def conv_layers(self) -> list[list[nn.Module]]:
+        """The convolution layers in input-to-output order, each as the modules frozen together:
+        ``convs[0]`` (the 1x1 fromRGB), then per residual block ``conv1`` and ``conv2`` (the block's 1x1 ``skip``
+        goes with ``conv2``: both make the block's output), then ``final_conv``. ``final_linear`` is not a conv."""
+        layers: list[list[nn.Module]] = [[self.convs[0]]]
+        for block in list(self.convs)[1:]:
+            layers += [[block.conv1], [block.conv2, block.skip]]
+        return layers + [[self.final_conv]]
+
+    def freeze(self, first_n: int, frozen: bool = True) -> list[str]:
+        """FreezeD (Mo et al. 2020): stop gradients of the first ``first_n`` convolution layers counted from the
+        input side (:meth:`conv_layers`; like stylegan2-ada's ``freeze_layers``, which counts blocks from the
+        input), so an optimiser step leaves their weights exactly unchanged. ``frozen=False`` undoes it.
+
+        The MMRB network freezes the first five (journal Sec. IV-B): fromRGB plus the two full residual blocks of
+        the highest resolutions. Returns the names of the parameters that were (un)frozen.
+
+        Raises:
+            ValueError: ``first_n`` outside ``[0, len(conv_layers())]``.
+        """
+        layers = self.conv_layers()
+        if not 0 <= first_n <= len(layers):
+            raise ValueError(f"freeze: first_n must be in [0, {len(layers)}] (this discriminator's conv layers), got {first_n}")
+        chosen = {id(p) for group in layers[:first_n] for m in group for p in m.parameters()}
+        names = [name for name, p in self.named_parameters() if id(p) in chosen]
+        self._frozen = (self._frozen | set(names)) if frozen else (self._frozen - set(names))
+        for name, p in self.named_parameters():
+            if name in names:
+                p.requires_grad_(not frozen)
+        return names
+
+    def requires_grad_(self, requires_grad: bool = True) -> Discriminator:
+        """``nn.Module.requires_grad_`` that keeps the layers frozen by :meth:`freeze` frozen, so the GAN tasks'
+        switching of D's gradients between the D and G steps cannot undo FreezeD."""
+        super().requires_grad_(requires_grad)
+        for name, p in self.named_parameters():
+            if name in self._frozen:
+                p.requires_grad_(False)
+        return self

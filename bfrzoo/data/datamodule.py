@@ -19,7 +19,7 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
-import lightning as L
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
@@ -151,7 +151,7 @@ def degrade_batch(batch: dict[str, Any], degrader: Degrader) -> dict[str, Any]:
     return batch
 
 
-class FaceDataModule(L.LightningDataModule):
+class FaceDataModule(pl.LightningDataModule):
     """Face restoration data: HQ faces from a data root, LQ synthesised with a degradation preset.
 
     Args:

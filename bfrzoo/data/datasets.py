@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from bfrzoo.errors import BfrzooError, ImageInputError
+from bfrzoo.interface import NUM_PARSING_CLASSES
 from bfrzoo.io import list_images, read_image
 
 # CelebAMask-HQ classes that swap under a horizontal flip: l/r eye, l/r brow, l/r ear.
@@ -30,7 +31,6 @@ FLIP_CLASS_PAIRS: tuple[tuple[int, int], ...] = ((4, 5), (6, 7), (8, 9))
 # 5-point order: left eye, right eye, nose, left mouth corner, right mouth corner.
 FLIP_LANDMARK_ORDER: tuple[int, ...] = (1, 0, 2, 4, 3)
 LANDMARK_POINTS: tuple[str, ...] = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
-NUM_PARSING_CLASSES = 19
 
 
 def resize_image(image: torch.Tensor, size: int | None) -> torch.Tensor:

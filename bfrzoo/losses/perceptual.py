@@ -1,37 +1,133 @@
-"""Perceptual loss (Johnson et al., 2016): weighted L1 distances of frozen VGG19 features.
+"""Perceptual loss (Johnson et al., 2016) and Gram-matrix style loss (Gatys et al., 2016) on frozen VGG features.
 
-Used by the U-Net baseline (``perceptual_weight``) and the models whose papers add a VGG term. The VGG19 weights
-resolve through :class:`bfrzoo.losses.vgg.VGG19Features` (explicit file > cache > download, one clear error offline).
+``PerceptualLoss``: ``sum_l w_l * mean|phi_l(x) - phi_l(y)|`` (L1, as MPCNet's Eq. 8 and the usual BFR setting)
+or the mean squared difference. ``StyleLoss``: ``sum_l w_l * ||G(phi_l(x)) - G(phi_l(y))||^2`` with the Gram
+matrix ``G(phi) = phi^T phi / (C H W)``, MPCNet's Eq. (10). The VGG weights resolve through
+:class:`bfrzoo.losses.vgg.VGGFeatures` (explicit file > cache > download, one clear error offline); one
+``VGGFeatures`` can be shared by both losses (``vgg=``), so the restored image goes through VGG once.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from bfrzoo.losses.vgg import VGG19Features
+from bfrzoo.errors import BfrzooError
+from bfrzoo.losses.vgg import VGGFeatures, VGGNetwork
 
 #: The layers and weights of the common BFR setting (conv1_2 .. conv5_4 ReLUs, as in ESRGAN/GFPGAN-style training).
 DEFAULT_LAYERS: Mapping[str, float] = {"relu1_2": 0.1, "relu2_2": 0.1, "relu3_4": 1.0, "relu4_4": 1.0, "relu5_4": 1.0}
 
 
+def _vgg(layer_weights: Mapping[str, float], network: VGGNetwork, pretrained: bool | str | Path,
+         vgg: VGGFeatures | None) -> VGGFeatures:
+    if vgg is None:
+        return VGGFeatures(tuple(layer_weights), network, pretrained, input_range=(-1.0, 1.0))
+    missing = [n for n in layer_weights if n not in vgg.layers]
+    if missing:
+        raise BfrzooError(f"the shared VGGFeatures does not return {missing}; build it with those layers")
+    return vgg
+
+
+def gram_matrix(feat: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` -> ``(N, C, C)``: ``phi^T phi / (C H W)`` in fp32 (MPCNet Eq. 10's normalisation)."""
+    n, c, h, w = feat.shape
+    f = feat.float().reshape(n, c, h * w)
+    return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
 class PerceptualLoss(nn.Module):
-    """``sum_l w_l * mean|phi_l(x) - phi_l(y)|`` for ``x``, ``y`` ``(N, 3, H, W)`` in ``[-1, 1]``.
+    """``sum_l w_l * d(phi_l(x), phi_l(y))`` for ``x``, ``y`` ``(N, 3, H, W)`` in ``[-1, 1]``; ``y`` is detached.
 
     Args:
-        layer_weights: VGG19 ReLU layer -> weight.
-        pretrained: ``True`` (ImageNet weights, resolved), ``False`` (random: tests only) or a weight-file path.
+        layer_weights: VGG ReLU layer -> weight.
+        network: ``"vgg19"``, ``"vgg16"`` or ``"vggface"`` (see :data:`bfrzoo.losses.vgg.VGG_CONFIGS`).
+        pretrained: ``True`` (the network's weights, resolved), ``False`` (random: tests only) or a file path.
+        criterion: ``"l1"`` (mean absolute difference) or ``"l2"`` (mean squared difference) per layer.
+        vgg: an already-built :class:`VGGFeatures` returning at least ``layer_weights``' layers (shared).
     """
 
-    def __init__(self, layer_weights: Mapping[str, float] = DEFAULT_LAYERS, pretrained: bool | str | Path = True) -> None:
+    def __init__(
+        self,
+        layer_weights: Mapping[str, float] = DEFAULT_LAYERS,
+        network: VGGNetwork = "vgg19",
+        pretrained: bool | str | Path = True,
+        criterion: Literal["l1", "l2"] = "l1",
+        vgg: VGGFeatures | None = None,
+    ) -> None:
         super().__init__()
-        self.layer_weights = dict(layer_weights)
-        self.vgg = VGG19Features(tuple(self.layer_weights), pretrained=pretrained, input_range=(-1.0, 1.0))
+        if criterion not in ("l1", "l2"):
+            raise BfrzooError(f"criterion must be 'l1' or 'l2', got {criterion!r}")
+        self.layer_weights, self.criterion = dict(layer_weights), criterion
+        self.vgg = _vgg(self.layer_weights, network, pretrained, vgg)
+
+    def distance(self, fx: Mapping[str, torch.Tensor], fy: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The loss on precomputed features (``fy`` treated as the target)."""
+        dist = F.l1_loss if self.criterion == "l1" else F.mse_loss
+        return sum(w * dist(fx[n].float(), fy[n].detach().float()) for n, w in self.layer_weights.items())
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         fx = self.vgg(x)
         with torch.no_grad():
             fy = self.vgg(y)
-        return sum(w * (fx[name] - fy[name]).abs().mean() for name, w in self.layer_weights.items())
+        return self.distance(fx, fy)
+
+
+class StyleLoss(nn.Module):
+    """Gram-matrix style loss, MPCNet Eq. (10): ``sum_l w_l * ||G(phi_l(x)) - G(phi_l(y))||_F^2`` with
+    :func:`gram_matrix`'s ``1 / (C H W)`` normalisation, averaged over the batch; ``y`` is detached.
+
+    Args:
+        layer_weights: VGG ReLU layer -> weight (MPCNet: relu2_1, relu3_1, relu4_1, relu5_1, weight 1 each).
+        network / pretrained / vgg: as :class:`PerceptualLoss`.
+    """
+
+    def __init__(
+        self,
+        layer_weights: Mapping[str, float] = {"relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0, "relu5_1": 1.0},  # noqa: B006 - read only
+        network: VGGNetwork = "vggface",
+        pretrained: bool | str | Path = True,
+        vgg: VGGFeatures | None = None,
+    ) -> None:
+        super().__init__()
+        self.layer_weights = dict(layer_weights)
+        self.vgg = _vgg(self.layer_weights, network, pretrained, vgg)
+
+    def distance(self, fx: Mapping[str, torch.Tensor], fy: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The loss on precomputed features (``fy`` treated as the target)."""
+        total = torch.zeros((), device=next(iter(fx.values())).device)
+        for n, w in self.layer_weights.items():
+            diff = gram_matrix(fx[n]) - gram_matrix(fy[n].detach())
+            total = total + w * diff.square().sum(dim=(1, 2)).mean()
+        return total
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        fx = self.vgg(x)
+        with torch.no_grad():
+            fy = self.vgg(y)
+        return self.distance(fx, fy)
+
+
+class LPIPSLoss(nn.Module):
+    """LPIPS (Zhang et al., CVPR 2018) as a training loss: the mean LPIPS distance of ``x`` to ``y``, both
+    ``(N, 3, H, W)`` in ``[-1, 1]``, differentiable in ``x``. The network is :class:`bfrzoo.metrics.LPIPSNetwork`
+    (the metric's own, so the loss and the reported metric agree), frozen and kept out of checkpoints.
+
+    Args:
+        net_type: ``"vgg"`` (the usual choice for a loss) or ``"alex"``.
+        pretrained: ``True`` (the torchvision backbone, resolved), ``False`` (random backbone: tests) or a path.
+    """
+
+    def __init__(self, net_type: Literal["alex", "vgg"] = "vgg", pretrained: bool | str | Path = True) -> None:
+        super().__init__()
+        from bfrzoo.blocks.frozen import FrozenFeatureNet
+        from bfrzoo.metrics.lpips import LPIPSNetwork
+
+        self.net = FrozenFeatureNet(LPIPSNetwork(net_type, pretrained))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net((x.float() + 1) / 2, ((y.float() + 1) / 2).detach()).mean()

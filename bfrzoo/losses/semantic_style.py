@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bfrzoo.errors import BfrzooError
-from bfrzoo.losses.vgg import VGG19Features
+from bfrzoo.losses.vgg import VGG19Features, VGGFeatures
 
 Normalization = Literal["paper", "released"]
 _NORMALIZATIONS = ("paper", "released")
@@ -99,7 +99,7 @@ class SemanticStyleLoss(nn.Module):
         eps: Eq. (5)'s epsilon.
         pretrained: VGG19 ImageNet weights (``True``), random init (``False``, tests) or a weight-file path.
         input_range: value range of the images.
-        vgg: an already-built :class:`VGG19Features` to share with other losses (overrides the three above).
+        vgg: an already-built :class:`~bfrzoo.losses.vgg.VGGFeatures` to share with other losses (overrides the three above).
         normalization: ``"paper"`` (Eq. 4-5 as written) or ``"released"`` (the authors' code, for which
             ``lambda_ss = 100`` was tuned; about ``19 * C**2`` smaller). See the module docstring.
     """
@@ -111,7 +111,7 @@ class SemanticStyleLoss(nn.Module):
         eps: float = 1e-8,
         pretrained: bool | str | Path = True,
         input_range: tuple[float, float] = (-1.0, 1.0),
-        vgg: VGG19Features | None = None,
+        vgg: VGGFeatures | None = None,
         normalization: Normalization = "paper",
     ) -> None:
         super().__init__()
@@ -122,7 +122,7 @@ class SemanticStyleLoss(nn.Module):
         self.layers = tuple(layers)
         missing = [n for n in self.layers if n not in self.vgg.layers]
         if missing:
-            raise BfrzooError(f"the shared VGG19Features does not return {missing}; build it with those layers")
+            raise BfrzooError(f"the shared VGGFeatures does not return {missing}; build it with those layers")
         self.num_classes = num_classes
         self.eps = eps
 

@@ -1,5 +1,5 @@
-"""Shared pieces of the metrics: input checks, the BT.601 luma of MATLAB ``rgb2ycbcr``, a per-image-mean
-``Metric`` base, and the frozen wrapper that keeps feature networks in eval mode and out of checkpoints.
+"""Shared pieces of the metrics: input checks, the BT.601 luma of MATLAB ``rgb2ycbcr`` and a per-image-mean
+``Metric`` base. Feature networks are held by :class:`bfrzoo.blocks.frozen.FrozenFeatureNet` (re-exported here).
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from bfrzoo.blocks.frozen import FrozenFeatureNet
 from bfrzoo.errors import ImageInputError
 from bfrzoo.interface import check_images as _check_images
 
@@ -41,43 +42,6 @@ def rgb_to_y(x: Tensor) -> Tensor:
     """
     w = torch.tensor(YCBCR_Y_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (16.0 + (x * w).sum(dim=1, keepdim=True)) / 255.0
-
-
-class FrozenFeatureNet(nn.Module):
-    """Holds a pretrained feature network: always in eval mode, no gradients, and never in a state dict.
-
-    The wrapped network is a real submodule (so ``.to(device)`` moves it), but :meth:`state_dict` adds nothing
-    for it, and loading a checkpoint that lacks its keys is not an error (its missing keys are dropped by a
-    load hook). Metric checkpoints thus hold metric states only, and a feature network's weights come from its
-    own file (see :func:`bfrzoo.weights.resolve_weights`).
-    """
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net.eval().requires_grad_(False)
-        self.register_load_state_dict_post_hook(FrozenFeatureNet._drop_missing)
-
-    def train(self, mode: bool = True) -> FrozenFeatureNet:  # noqa: ARG002 - locked in eval mode on purpose
-        return super().train(False)
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.net(*args, **kwargs)
-
-    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
-        if destination is None:
-            from collections import OrderedDict
-
-            destination = OrderedDict()
-        return destination
-
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:  # noqa: ARG002
-        self._prefix = prefix  # nothing of ours is saved; remember where we sit for the post hook
-
-    @staticmethod
-    def _drop_missing(module: FrozenFeatureNet, incompatible_keys: Any) -> None:
-        # Runs after the wrapped network's children were loaded: forget their missing keys.
-        prefix = getattr(module, "_prefix", "")
-        incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(prefix)]
 
 
 class PerImageMean(Metric):

@@ -20,8 +20,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from bfrzoo.errors import ImageInputError
-
-NUM_PARSING_CLASSES = 19
+from bfrzoo.interface import NUM_PARSING_CLASSES
 
 
 def _labels(preds: Tensor, target: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:

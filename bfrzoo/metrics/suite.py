@@ -141,15 +141,13 @@ def build_metric_suite(
     return MetricCollection({n: s.build(pretrained) for n, s in specs.items()}, prefix=prefix, compute_groups=False)
 
 
-def _value(v: float | Tensor) -> float:
-    return float(v.item()) if isinstance(v, Tensor) else float(v)
-
-
 def markdown_header(names: Sequence[str], label: str = "method") -> str:
-    """Header and separator lines of a markdown table, an arrow after each known metric (↑ higher is better)."""
-    arrows = {True: " ↑", False: " ↓", None: ""}
-    cells = [f"{n}{arrows[METRICS[n].higher_is_better if n in METRICS else None]}" for n in names]
-    return f"| {label} | " + " | ".join(cells) + " |\n|" + "---|" * (len(names) + 1)
+    """Header and separator lines of a markdown table, an arrow after each known metric (↑ higher is better);
+    rendered by :func:`bfrzoo.tables.markdown_table`."""
+    from bfrzoo.tables import markdown_table, metric_header
+
+    arrows = {n: (METRICS[n].higher_is_better if n in METRICS else None) for n in names}
+    return markdown_table([label, *metric_header(names, arrows)], [])
 
 
 def format_markdown_row(
@@ -163,6 +161,8 @@ def format_markdown_row(
         label: the first cell (the method / run name).
         precision: decimals.
     """
+    from bfrzoo.tables import markdown_row
+
     cols = list(results) if names is None else list(names)
-    cells = [f"{_value(results[n]):.{precision}f}" if n in results else "-" for n in cols]
-    return f"| {label} | " + " | ".join(cells) + " |"
+    cells = [float(results[n]) if n in results else None for n in cols]
+    return markdown_row([label, *cells], precision)

@@ -27,7 +27,6 @@ must have been pre-trained with the same noise mode.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -37,9 +36,9 @@ from bfrzoo.blocks.stylegan2 import Discriminator
 from bfrzoo.errors import BfrzooError
 from bfrzoo.interface import to_model_range
 from bfrzoo.losses.adversarial import logistic_d_loss_lazy_r1, logistic_g_loss
+from bfrzoo.models.gan_prior import discriminator_width, load_gan_prior, read_gan_prior
 from bfrzoo.tasks.base import AdversarialTask, Batch
 from bfrzoo.tasks.optim import adam
-from bfrzoo.tasks.stylegan2_prior import discriminator_width, load_gan_prior, read_gan_prior
 
 #: LR_encoder : LR_decoder : LR_discriminator of Sec. 4.2.
 LR_RATIOS: tuple[float, float, float] = (100.0, 10.0, 1.0)
@@ -62,9 +61,9 @@ class GPENTask(AdversarialTask):
         betas: Adam betas of all three groups ((0, 0.99), StyleGAN2's; not given in the paper).
         r1_gamma: R1 weight on the discriminator (10; 0 = off).
         d_reg_every: lazy R1 interval in discriminator steps (16).
-        ema_decay: generator EMA decay (``None`` = none, the paper mentions no EMA); evaluation uses the EMA.
-        metrics / metrics_pretrained / grid_images / init_weights / d_every / g_every: see
-            :class:`bfrzoo.tasks.base.RestorationTask` and :class:`~bfrzoo.tasks.base.AdversarialTask`.
+        **kwargs: the shared task arguments (``ema_decay``: the paper mentions no EMA, ``metrics``,
+            ``metrics_pretrained``, ``grid_images``, ``init_weights``, ``d_every``, ``g_every``, the optional
+            ``perceptual_weight`` / ``lpips_weight``; see :class:`~bfrzoo.tasks.base.AdversarialTask`).
     """
 
     checkpointed_counters = ("_d_steps",)
@@ -82,32 +81,22 @@ class GPENTask(AdversarialTask):
         betas: tuple[float, float] = (0.0, 0.99),
         r1_gamma: float = 10.0,
         d_reg_every: int = 16,
-        ema_decay: float | None = None,
-        metrics: Sequence[str] = ("psnr", "ssim", "psnr_y", "ssim_y"),
-        metrics_pretrained: bool = True,
-        grid_images: int = 8,
-        init_weights: str | None = None,
-        d_every: int = 1,
-        g_every: int = 1,
+        **kwargs: Any,
     ) -> None:
         if feature_loss not in ("l2", "l1"):
             raise ValueError(f"feature_loss must be 'l2' or 'l1', got {feature_loss!r}")
         if min(alpha, beta, r1_gamma) < 0 or d_reg_every < 1:
             raise ValueError("alpha, beta and r1_gamma must be >= 0 and d_reg_every >= 1")
-        super().__init__(
-            restorer=restorer, restorer_args=restorer_args, lr=lr, betas=betas, weight_decay=0.0, l1_weight=alpha,
-            perceptual_weight=0.0, ema_decay=ema_decay, metrics=metrics, metrics_pretrained=metrics_pretrained,
-            grid_images=grid_images, init_weights=init_weights, d_every=d_every, g_every=g_every,
-        )
+        super().__init__(restorer=restorer, restorer_args=restorer_args, lr=lr, betas=betas, l1_weight=alpha, **kwargs)
         if not hasattr(self.net, "generator") or not hasattr(self.net, "encoder"):
             raise BfrzooError(f"GPENTask trains a GPEN restorer (gpen, gpen_256, gpen_512, gpen_1024), got {restorer!r}")
         cm, narrow = discriminator_width(self.net.generator)
         # GPEN's discriminator: StyleGAN2's residual D, minibatch-stddev over the whole batch.
         self.disc = Discriminator(self.net.input_size, cm, narrow, stddev_group=None)
         if prior_checkpoint:
-            load_gan_prior(self.net, read_gan_prior(prior_checkpoint), self.disc)
+            load_gan_prior(self.net.generator, read_gan_prior(prior_checkpoint), self.disc)
             self.sync_ema()
-        elif not init_weights:
+        elif not kwargs.get("init_weights"):
             warnings.warn(
                 "GPENTask: no prior_checkpoint, so the embedded GAN prior and the discriminator start from RANDOM "
                 "weights (fine for tests and CPU demos only). Pre-train the prior with `bfrzoo fit --recipe "
@@ -161,5 +150,7 @@ class GPENTask(AdversarialTask):
             "content": F.l1_loss(restored, hq),  # L_C
             "feature": sum(self._feature_distance(f, r) for f, r in zip(fake_feats, real_feats, strict=True)),  # L_F, Eq. (2)
         }
-        loss = logs["adv"] + hp.alpha * logs["content"] + hp.beta * logs["feature"]
+        extra, extra_logs = self.shared_losses(restored, hq)  # optional perceptual / LPIPS terms (off in the paper)
+        logs.update(extra_logs)
+        loss = logs["adv"] + hp.alpha * logs["content"] + hp.beta * logs["feature"] + extra
         return loss, {k: v.detach() for k, v in logs.items()}

@@ -5,9 +5,10 @@
 pixel L2 loss of the FPN's HQ-image head), on LQ faces synthesised online by the data module (``with_masks=True``
 gives the ground-truth parsing). Validation and test report the parsing mean IoU and pixel accuracy
 (:class:`bfrzoo.metrics.ParsingMetrics`, logged as ``val/miou`` and ``val/pixel_acc``); the run folder gets
-``test_metrics.{json,md}``, a ``LQ | predicted parsing | ground-truth parsing`` grid and ``restorer.pt`` (name
-``parsenet``), which :class:`bfrzoo.tasks.psfrgan.PSFRGANTask` loads as ``parser_checkpoint``
-(:func:`load_parser_weights` also reads this task's Lightning checkpoints and the authors' released file).
+``test_metrics.{json,md}``, a ``LQ | predicted parsing | ground-truth parsing`` grid and ``parser.pt``
+(:func:`bfrzoo.models.parsenet.save_parser`), which PSFR-GAN and MPCNet load as ``parser_checkpoint``
+(:func:`bfrzoo.models.parsenet.load_parser_weights` also reads this task's Lightning checkpoints and the authors'
+released file). A parsing network is not a restorer, so the run writes no ``restorer.pt``.
 """
 from __future__ import annotations
 
@@ -20,10 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bfrzoo.errors import BfrzooError
-from bfrzoo.interface import from_model_range, to_model_range
-from bfrzoo.metrics.parsing import NUM_PARSING_CLASSES, ParsingMetrics
-from bfrzoo.models.parsenet import ParseNet
-from bfrzoo.registry import load_state_dict_strict
+from bfrzoo.interface import NUM_PARSING_CLASSES, from_model_range, to_model_range
+from bfrzoo.metrics.parsing import ParsingMetrics
+from bfrzoo.models.parsenet import ParseNet, load_parser_weights, save_parser
 from bfrzoo.tasks.base import Batch, RestorationTask
 from bfrzoo.tasks.reporting import RunReport
 
@@ -43,30 +43,6 @@ def colorize_parsing(labels: torch.Tensor) -> torch.Tensor:
     """Parsing labels ``(N, H, W)`` int64 in ``[0, 19)`` -> colour images ``(N, 3, H, W)`` float in ``[0, 1]``."""
     palette = torch.tensor(PARSING_PALETTE, dtype=torch.float32, device=labels.device) / 255.0
     return palette[labels.long().clamp(0, len(PARSING_PALETTE) - 1)].permute(0, 3, 1, 2)
-
-
-def load_parser_weights(parser: nn.Module, path: str | Path) -> nn.Module:
-    """Load parsing-network weights into ``parser`` (strict; one clear error on a mismatch) and return it.
-
-    Accepts the ``restorer.pt`` and the Lightning ``.ckpt`` files of :class:`ParseNetTask` (EMA weights
-    preferred), the authors' released ``parse_multi_iter_90000.pth`` / ``ParseNet-latest.pth`` (plain state
-    dicts, an optional DataParallel ``module.`` prefix), and a PSFR-GAN restorer or task checkpoint (its
-    ``parser.*`` weights).
-    """
-    from bfrzoo.tasks.export import _read, restorer_state_dict
-
-    obj = _read(path)
-    if isinstance(obj, Mapping) and isinstance(obj.get("restorer"), str) and obj["restorer"] not in ("parsenet", "psfrgan"):
-        raise BfrzooError(
-            f"{str(path)!r} holds a {obj['restorer']!r} restorer, not a parsing network; pass the restorer.pt of "
-            "`bfrzoo fit --recipe parsenet` or the authors' parse_multi_iter_90000.pth"
-        )
-    state = restorer_state_dict(obj)
-    if any(k.startswith("parser.") for k in state):
-        state = {k.removeprefix("parser."): v for k, v in state.items() if k.startswith("parser.")}
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    load_state_dict_strict(parser, state, source=f"{str(path)!r} (parsing network)")
-    return parser
 
 
 class _ParsingSuite(nn.Module):
@@ -121,11 +97,10 @@ class ParseNetTask(RestorationTask):
         weight_decay: AdamW weight decay (0 = Adam, as in the paper).
         parse_weight: weight of the parsing cross-entropy ``L_parse``.
         pixel_weight: weight of the pixel L2 loss ``L_pix`` of the image head.
-        ema_decay: EMA decay of the network per step (``None`` = none). Evaluation and export use the EMA copy.
         metrics: restoration metrics of the FPN's HQ-image head (the parsing metrics are always computed).
-        metrics_pretrained: ``False`` builds LPIPS/FID with random weights (smoke runs).
-        grid_images: images in the ``LQ | predicted parsing | ground-truth parsing`` grid.
-        init_weights: parsing-network weights to start from (see :func:`load_parser_weights`).
+        init_weights: parsing-network weights to start from (see :func:`bfrzoo.models.parsenet.load_parser_weights`).
+        **kwargs: the shared task arguments (``ema_decay``, ``metrics_pretrained``, ``grid_images``; see
+            :class:`~bfrzoo.tasks.base.BfrzooTask`).
     """
 
     def __init__(
@@ -136,26 +111,27 @@ class ParseNetTask(RestorationTask):
         weight_decay: float = 0.0,
         parse_weight: float = 1.0,
         pixel_weight: float = 1.0,
-        ema_decay: float | None = None,
         metrics: Sequence[str] = (),
-        metrics_pretrained: bool = True,
-        grid_images: int = 8,
         init_weights: str | None = None,
+        **kwargs: Any,
     ) -> None:
         if parse_weight < 0 or pixel_weight < 0 or parse_weight + pixel_weight == 0:
             raise ValueError(f"parse_weight and pixel_weight must be >= 0, not both 0; got {parse_weight}, {pixel_weight}")
         super().__init__(
             restorer="parsenet", restorer_args=restorer_args, lr=lr, betas=betas, weight_decay=weight_decay,
-            l1_weight=0.0, perceptual_weight=0.0, ema_decay=ema_decay, metrics=metrics,
-            metrics_pretrained=metrics_pretrained, grid_images=grid_images, init_weights=None,
+            l1_weight=0.0, metrics=metrics, init_weights=init_weights, **kwargs,
         )
-        if init_weights:
-            load_parser_weights(self.net, init_weights)
-            self.sync_ema()
 
     # -------------------------------------------------------------------------------------- construction
     def build_network(self) -> nn.Module:
         return ParseNet(**self.restorer_args)
+
+    def load_init_weights(self, path: str) -> None:
+        load_parser_weights(self.net, path)
+
+    def export_run(self, folder: Path, info: Mapping[str, Any]) -> Path:
+        """``parser.pt`` of the evaluation network, for ``--model.parser_checkpoint`` of PSFR-GAN and MPCNet."""
+        return save_parser(self.eval_net, self.restorer_args, folder / "parser.pt")
 
     def _build_metrics(self) -> nn.Module:
         return _ParsingSuite(self._metric_names, self._metrics_pretrained)
@@ -202,12 +178,12 @@ class ParseNetTask(RestorationTask):
         if stage == "val" and batch_idx == 0:
             self._grid = []
         kept = sum(t.shape[0] for t in self._grid) // 3
-        n = min(self.hparams.grid_images - kept, logits.shape[0])
+        n = min(self.grid_images - kept, logits.shape[0])
         if n > 0 and (stage == "test" or batch_idx == 0):
             pred = colorize_parsing(logits[:n].argmax(dim=1))
             self._grid += [batch["lq"][:n].float().cpu(), pred.cpu(), colorize_parsing(mask[:n]).cpu()]
 
-    def _write_report(self, values: dict[str, float]) -> None:
+    def make_report(self, values: Mapping[str, float]) -> RunReport:
         image_values = {k: v for k, v in values.items() if k not in PARSING_METRICS}
         report = RunReport.collect(
             restorer=self.restorer_name,
@@ -228,4 +204,4 @@ class ParseNetTask(RestorationTask):
             f"face parsing network: miou / pixel_acc of its parsing head ({NUM_PARSING_CLASSES} classes) on the "
             "degraded val faces; other metrics are of its HQ-image head",
         )
-        report.write(self._out_dir())
+        return report

@@ -1,13 +1,12 @@
 """Writing ``bfrzoo predict`` outputs: one PNG per LQ image, each written atomically."""
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-from lightning.pytorch.callbacks import BasePredictionWriter
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import BasePredictionWriter
 
 from bfrzoo.io import write_png
 
@@ -23,15 +22,12 @@ class RestoredImageWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
     def write_on_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any, batch_indices: Sequence[int] | None,
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any, batch_indices: Sequence[int] | None,
         batch: Any, batch_idx: int, dataloader_idx: int,
     ) -> None:
         for image, name in zip(prediction["restored"], prediction["name"]):
-            path = self.output_dir / f"{Path(name).stem}.png"
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            write_png(image, tmp)
-            tmp.replace(path)
+            write_png(image, self.output_dir / f"{Path(name).stem}.png")  # atomic: a temporary file renamed

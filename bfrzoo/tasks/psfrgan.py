@@ -36,7 +36,6 @@ exported restorer has a 3-channel style reference (``psfrgan(use_parsing=False)`
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -47,7 +46,8 @@ from bfrzoo.errors import BfrzooError
 from bfrzoo.interface import to_model_range
 from bfrzoo.losses.adversarial import feature_matching_loss, hinge_d_loss, hinge_g_loss
 from bfrzoo.models.multiscale_discriminator import MultiScaleDiscriminator
-from bfrzoo.models.parsenet import NUM_PARSING_CLASSES, onehot_parsing
+from bfrzoo.interface import NUM_PARSING_CLASSES
+from bfrzoo.models.parsenet import load_parser_weights, onehot_parsing
 from bfrzoo.tasks.base import AdversarialTask, Batch
 from bfrzoo.tasks.optim import adam
 
@@ -68,6 +68,7 @@ class PSFRGANTask(AdversarialTask):
         lambda_adv: weight of L_GAN_G, Eq. (7) (1).
         pixel_loss: the pixel term of Eq. (6): ``"mse"`` (the paper) or ``"l1"`` (the released code).
         perceptual_weight: weight of a VGG19 perceptual L1 term (0 in the paper, 1 in the released code).
+        pretrained_losses: ImageNet VGG19 for L_ss and the perceptual term (``False``: random VGG, tests only).
         style_normalization: ``"released"`` or ``"paper"`` scale of L_ss (see the module docstring).
         style_masks: where the HQ parsing (style masks and discriminator condition) comes from: ``"gt"`` (the
             batch's ``mask``, needs ``data.with_masks``), ``"parser"`` (the FPN on the HQ image) or ``"auto"``
@@ -81,14 +82,9 @@ class PSFRGANTask(AdversarialTask):
         disc_max_ch: channel cap of the discriminators (1024).
         disc_depth: downsampling layers per discriminator (4; inputs must be >= 3 * 2**(depth + scales - 1)).
         disc_num_scales: discriminator scales (3: 1, 1/2, 1/4).
-        vgg_pretrained: ImageNet VGG19 for L_ss and the perceptual term (``False``: random VGG, tests only).
-        ema_decay: generator EMA decay per step (``None`` = none); evaluation and export use the EMA copy.
-        metrics: validation / test metrics (:func:`bfrzoo.metrics.list_metrics`).
-        metrics_pretrained: ``False`` builds LPIPS/FID with random weights (smoke runs).
-        grid_images: images in the ``LQ | restored | HQ`` grid.
-        init_weights: a PSFR-GAN ``restorer.pt`` / ``.ckpt`` to start from (generator and parser).
-        d_every: discriminator step every ``d_every`` batches.
-        g_every: generator step every ``g_every`` batches.
+        **kwargs: the shared task arguments (``ema_decay``, ``metrics``, ``metrics_pretrained``, ``grid_images``,
+            ``init_weights`` (a PSFR-GAN ``restorer.pt`` / ``.ckpt``), ``d_every``, ``g_every``, ``lpips_weight``;
+            see :class:`~bfrzoo.tasks.base.AdversarialTask`).
     """
 
     def __init__(
@@ -102,6 +98,7 @@ class PSFRGANTask(AdversarialTask):
         lambda_adv: float = 1.0,
         pixel_loss: Literal["mse", "l1"] = "mse",
         perceptual_weight: float = 0.0,
+        pretrained_losses: bool = True,
         style_normalization: Literal["released", "paper"] = "released",
         style_masks: Literal["auto", "gt", "parser"] = "auto",
         average_scales: bool = False,
@@ -112,20 +109,13 @@ class PSFRGANTask(AdversarialTask):
         disc_max_ch: int = 1024,
         disc_depth: int = 4,
         disc_num_scales: int = 3,
-        vgg_pretrained: bool = True,
-        ema_decay: float | None = None,
-        metrics: Sequence[str] = ("psnr", "ssim", "psnr_y", "ssim_y"),
-        metrics_pretrained: bool = True,
-        grid_images: int = 8,
-        init_weights: str | None = None,
-        d_every: int = 1,
-        g_every: int = 1,
+        **kwargs: Any,
     ) -> None:
         if pixel_loss not in ("mse", "l1"):
             raise ValueError(f"pixel_loss must be 'mse' or 'l1', got {pixel_loss!r}")
         if style_masks not in ("auto", "gt", "parser"):
             raise ValueError(f"style_masks must be 'auto', 'gt' or 'parser', got {style_masks!r}")
-        if lr_d <= 0 or min(lambda_rec, lambda_ss, lambda_adv, perceptual_weight) < 0:
+        if lr_d <= 0 or min(lambda_rec, lambda_ss, lambda_adv) < 0:
             raise ValueError("lr_d must be > 0 and the loss weights >= 0")
         args = dict(restorer_args or {})
         if args.get("use_parsing", use_parsing) != use_parsing:
@@ -135,18 +125,15 @@ class PSFRGANTask(AdversarialTask):
             )
         args["use_parsing"] = use_parsing
         super().__init__(
-            restorer="psfrgan", restorer_args=args, lr=lr, betas=betas, weight_decay=0.0, l1_weight=0.0,
-            perceptual_weight=0.0, ema_decay=ema_decay, metrics=metrics, metrics_pretrained=metrics_pretrained,
-            grid_images=grid_images, init_weights=init_weights, d_every=d_every, g_every=g_every,
+            restorer="psfrgan", restorer_args=args, lr=lr, betas=betas, l1_weight=0.0,
+            perceptual_weight=perceptual_weight, pretrained_losses=pretrained_losses, **kwargs,
         )
         # The face parsing network is a frozen prior (Sec. 3.1): pre-trained weights, no gradients, eval mode.
         if parser_checkpoint:
-            from bfrzoo.tasks.parsenet import load_parser_weights
-
             load_parser_weights(self.net.parser, parser_checkpoint)
             if self.net_ema is not None:
                 self.net_ema.parser.load_state_dict(self.net.parser.state_dict())
-        elif not init_weights and (use_parsing or (use_style_loss and style_masks != "gt")):
+        elif not kwargs.get("init_weights") and (use_parsing or (use_style_loss and style_masks != "gt")):
             warnings.warn(
                 "PSFRGANTask: no parser_checkpoint, so the face parsing network is RANDOMLY initialised and its "
                 "parsing maps are meaningless (fine for tests and CPU demos only). Pre-train it with "
@@ -167,13 +154,8 @@ class PSFRGANTask(AdversarialTask):
             from bfrzoo.losses.semantic_style import SemanticStyleLoss
 
             self.style_loss = SemanticStyleLoss(
-                num_classes=NUM_PARSING_CLASSES, pretrained=vgg_pretrained, normalization=style_normalization
+                num_classes=NUM_PARSING_CLASSES, pretrained=pretrained_losses, normalization=style_normalization
             )
-        self.perceptual_loss: nn.Module | None = None
-        if perceptual_weight > 0:
-            from bfrzoo.losses.perceptual import PerceptualLoss
-
-            self.perceptual_loss = PerceptualLoss(pretrained=vgg_pretrained)
         self._hq_parsing_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------------------ helpers
@@ -260,9 +242,9 @@ class PSFRGANTask(AdversarialTask):
         if self.style_loss is not None:
             logs["style"] = self.style_loss(restored, hq, self.hq_parsing(batch))
             loss = loss + hp.lambda_ss * logs["style"]
-        if self.perceptual_loss is not None:
-            logs["perceptual"] = self.perceptual_loss(restored, hq)
-            loss = loss + hp.perceptual_weight * logs["perceptual"]
+        extra, extra_logs = self.shared_losses(restored, hq)  # the released code's perceptual term, LPIPS
+        logs.update(extra_logs)
+        loss = loss + extra
         return loss, {k: v.detach() for k, v in logs.items()}
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:

@@ -30,11 +30,9 @@ def save_image_grid(lq: torch.Tensor, restored: torch.Tensor, hq: torch.Tensor, 
     pad = torch.ones_like(rows[:, :, :2])
     grid = torch.cat([torch.cat([r, p], dim=1) for r, p in zip(rows, pad)], dim=1)  # (3, N*(H+2), 3W)
     array = grid.mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    Image.fromarray(array).save(tmp)
-    tmp.replace(path)
-    return path
+    from bfrzoo.io import atomic_write
+
+    return atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 def git_commit() -> str:
@@ -130,23 +128,23 @@ class RunReport:
         )
 
     def markdown(self) -> str:
+        from bfrzoo.tables import markdown_table, metric_header
+
         names = list(self.metrics)
-        arrows = {True: " ↑", False: " ↓"}
-        head = "| restorer | " + " | ".join(f"{n}{arrows.get(self.higher_is_better.get(n), '')}" for n in names) + " | images | preset | params |"
-        sep = "|" + "---|" * (len(names) + 4)
-        row = f"| {self.restorer} | " + " | ".join(f"{self.metrics[n]:.4f}" for n in names) + (
-            f" | {self.num_images} | {self.preset} | {self.num_parameters / 1e6:.2f}M |"
+        table = markdown_table(
+            ["restorer", *metric_header(names, self.higher_is_better), "images", "preset", "params"],
+            [[self.restorer, *(self.metrics[n] for n in names), self.num_images, self.preset,
+              f"{self.num_parameters / 1e6:.2f}M"]],
         )
         prov = (
             f"\nDevice: {self.device}; torch {self.torch_version}; bfrzoo {self.bfrzoo_version} @ {self.commit}; "
             f"{self.date}; precision {self.precision}. Data: {self.data} (size {self.size}, seed {self.seed}). Arguments: {json.dumps(self.restorer_args, sort_keys=True)}.\n"
         )
         notes = "".join(f"\nNote: {n}" for n in self.notes)
-        return "\n".join([head, sep, row]) + "\n" + prov + notes + ("\n" if notes else "")
+        return table + "\n" + prov + notes + ("\n" if notes else "")
 
     def write(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, text in (("test_metrics.json", json.dumps(asdict(self), indent=2, sort_keys=True)), ("test_metrics.md", self.markdown())):
-            tmp = folder / (name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(folder / name)
+        from bfrzoo.io import atomic_write_text
+
+        atomic_write_text(folder / "test_metrics.json", json.dumps(asdict(self), indent=2, sort_keys=True))
+        atomic_write_text(folder / "test_metrics.md", self.markdown())

@@ -29,7 +29,7 @@ from bfrzoo.interface import Restorer, from_model_range, to_model_range
 from bfrzoo.io import read_image, sample_root
 from bfrzoo.metrics import psnr
 from bfrzoo.registry import restorer_arguments
-from bfrzoo.tasks.export import export_restorer, load_restorer
+from bfrzoo.registry import export_restorer, load_restorer
 
 os.environ["BFRZOO_OFFLINE"] = "1"  # this notebook never downloads: a missing weight file is an error instead
 torch.manual_seed(0)

@@ -27,7 +27,7 @@ from bfrzoo.cli import list_recipes, main, recipe_path, recipes_dir
 from bfrzoo.data import FaceDataModule
 from bfrzoo.interface import Restorer
 from bfrzoo.metrics import psnr
-from bfrzoo.tasks.export import load_restorer
+from bfrzoo.registry import load_restorer
 
 print("recipes:", ", ".join(list_recipes()))
 print(recipe_path("unet").read_text().split("seed_everything")[0])  # the recipe's header comment
@@ -61,7 +61,7 @@ with contextlib.chdir(WORK):
 # The CSV logger's version folder (`runs/unet/logs/version_N/`) is the run folder:
 # * `checkpoints/` — Lightning checkpoints (`best-*.ckpt` by validation PSNR, `last.ckpt`);
 # * `restorer.pt` — the network alone (EMA weights when the recipe keeps an EMA), loadable with
-#   `weights_only=True` and `bfrzoo.tasks.export.load_restorer` (notebook 02);
+#   `weights_only=True` and `bfrzoo.registry.load_restorer` (notebook 02);
 # * `test_metrics.md` / `test_metrics.json` — the test table with its provenance: device, torch version, bfrzoo
 #   commit, date, data, degradation preset and seed;
 # * `test_grid.png` — one row per test face: `LQ | restored | HQ`;
