@@ -23,10 +23,10 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from _common import ROOT, device_name, git_commit, timed, utc_now, write_results
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from _common import ROOT, device_name, git_commit, timed, utc_now, write_results
 from bfrzoo.blocks.stylegan2 import set_grouped_modconv
 from bfrzoo.models.gpen import GPEN, gpen, gpen_512
 

@@ -23,8 +23,8 @@ from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
-
 from _common import ROOT, device_name, git_commit, timed, utc_now, write_results
+
 from bfrzoo.losses.adversarial import feature_matching_loss, hinge_d_loss, hinge_g_loss
 from bfrzoo.losses.semantic_style import SemanticStyleLoss
 from bfrzoo.models.multiscale_discriminator import MultiScaleDiscriminator

@@ -35,10 +35,25 @@ F = TypeVar("F", bound=Callable[..., nn.Module])
 
 @dataclass(frozen=True)
 class RestorerEntry:
+    """One registered restorer.
+
+    Attributes:
+        name: the registry name.
+        factory: ``factory(**arch_kwargs) -> nn.Module``.
+        pretrained: where its released weights live (``None``: no release).
+        summary: the first paragraph of the factory's docstring, on one line.
+        tiny: arguments of a tiny configuration (a few thousand parameters, 32-64 px) that the contract test
+            (``tests/test_contract.py``) runs on CPU; every configurable restorer declares one.
+        variant_of: for a fixed published variant (``gpen_512``), the configurable restorer whose code it uses
+            (``gpen``); the contract test runs that one tiny and checks the variant builds the same class.
+    """
+
     name: str
     factory: Callable[..., nn.Module]
     pretrained: PretrainedCfg | None
     summary: str
+    tiny: Mapping[str, Any] | None = None
+    variant_of: str | None = None
 
 
 _RESTORERS: dict[str, RestorerEntry] = {}
@@ -59,18 +74,29 @@ def _load_model_modules() -> None:
     _loaded = True
 
 
-def register_restorer(name: str, *, pretrained: PretrainedCfg | None = None) -> Callable[[F], F]:
+def register_restorer(
+    name: str,
+    *,
+    pretrained: PretrainedCfg | None = None,
+    tiny: Mapping[str, Any] | None = None,
+    variant_of: str | None = None,
+) -> Callable[[F], F]:
     """Decorator: register ``factory(**arch_kwargs) -> nn.Module`` under ``name``.
 
     The factory's network takes and returns ``(N, 3, H, W)`` RGB in ``[-1, 1]`` (see :mod:`bfrzoo.interface`).
+    A configurable restorer gives ``tiny`` (the arguments of a tiny configuration for the contract test); a fixed
+    published variant gives ``variant_of`` (the configurable restorer it is an instance of). See
+    :class:`RestorerEntry`.
     """
+    if tiny is not None and variant_of is not None:
+        raise ValueError(f"restorer {name!r}: give tiny (configurable) or variant_of (fixed variant), not both")
 
     def decorate(factory: F) -> F:
         if name in _RESTORERS and _RESTORERS[name].factory is not factory:
             raise ValueError(f"restorer name {name!r} is registered twice")
         # the docstring's first paragraph, on one line
         summary = " ".join((factory.__doc__ or "").strip().split("\n\n")[0].split())
-        _RESTORERS[name] = RestorerEntry(name, factory, pretrained, summary)
+        _RESTORERS[name] = RestorerEntry(name, factory, pretrained, summary, dict(tiny) if tiny else None, variant_of)
         return factory
 
     return decorate

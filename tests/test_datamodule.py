@@ -69,10 +69,15 @@ def test_datamodule_batches_on_embedded_sample() -> None:
     assert batch["mask"].shape == (4, 64, 64) and batch["mask"].dtype == torch.int64
     assert float(batch["lq"].min()) >= 0 and float(batch["lq"].max()) <= 1 and not torch.equal(batch["lq"], batch["hq"])
     assert len(batch["name"]) == 4 and all(isinstance(n, str) for n in batch["name"])
-    # training seeds change with the batch: two batches of one epoch are degraded differently
-    it = iter(dm.train_dataloader())
-    b1, b2 = next(it), next(it)
-    assert b1["name"] != b2["name"]
+    # training seeds change with the batch: the same faces collated as batch 0 and as batch 1 of an epoch are
+    # degraded differently, and identically when the (epoch, batch) tag repeats
+    collate = dm._collate("train")
+    items = [dm._dataset("train").load(i) for i in range(4)]
+
+    def lq(epoch: int, index: int) -> torch.Tensor:
+        return collate([{**it, "_tag": (epoch, index)} for it in items])["lq"]
+
+    assert torch.equal(lq(0, 0), lq(0, 0)) and not torch.equal(lq(0, 0), lq(0, 1)) and not torch.equal(lq(0, 0), lq(1, 0))
     aaf = FaceDataModule(root=str(AAF), size=64, batch_size=5, with_landmarks=True)
     b = next(iter(aaf.val_dataloader()))
     assert set(b) == {"hq", "lq", "landmarks", "name"} and b["landmarks"].shape == (5, 5, 2)

@@ -6,15 +6,15 @@ import json
 import warnings
 from pathlib import Path
 
-import pytorch_lightning as pl
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from bfrzoo.errors import CheckpointMismatchError
-from bfrzoo.tasks.gpen import GPENTask
 from bfrzoo.models.gan_prior import read_gan_prior, save_gan_prior
+from bfrzoo.tasks.gpen import GPENTask
 from bfrzoo.tasks.stylegan2_prior import StyleGAN2PriorTask
 
 TINY = dict(size=64, style_dim=32, n_mlp=2, channel_multiplier=1, narrow=0.0625, noise_mode="concat")

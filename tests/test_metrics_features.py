@@ -36,6 +36,37 @@ def test_lpips_equals_torchmetrics_lpips_on_the_same_weights(net_type: str) -> N
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("net_type", ["alex", "vgg"])
+def test_lpips_equals_the_lpips_package_and_trains_as_a_loss(net_type: str) -> None:
+    """The independent reference: the ``lpips`` package of the paper's authors (its v0.1 lin weights ship in its
+    wheel; ``pnet_rand=True`` builds the torchvision trunk without a download, whose weights we then share)."""
+    import lpips
+
+    from bfrzoo.losses import LPIPSLoss
+
+    torch.manual_seed(0)
+    ours = LPIPSNetwork(net_type, pretrained=False)
+    ref = lpips.LPIPS(pretrained=True, net=net_type, pnet_rand=True, verbose=False).eval()
+    trunk = ours.trunk.state_dict()
+    ref.net.load_state_dict({k: trunk[k.split(".", 1)[1]] for k in ref.net.state_dict()})  # "sliceK.I.w" -> "I.w"
+    ours_lins = {f"{i}.weight": w for i, w in enumerate(lin.weight for lin in ours.lins)}
+    ref_lins = {k: v for k, v in ref.state_dict().items() if k.startswith("lin") and not k.startswith("lins.")}
+    assert [tuple(v.shape) for v in ref_lins.values()] == [tuple(v.shape) for v in ours_lins.values()]
+    x = _images(2, 48, seed=1)
+    y = (x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    with torch.no_grad():
+        got, expected = ours(x, y), ref(x, y, normalize=True).flatten()
+    assert float(got.min()) > 0 and torch.allclose(got, expected, rtol=1e-6, atol=1e-6)
+    # the training loss is the same distance, on [-1, 1] images, with gradients to the restored image only
+    loss = LPIPSLoss(net_type, pretrained=False)
+    loss.net.net.load_state_dict(ours.state_dict())
+    xr = (x * 2 - 1).requires_grad_(True)
+    value = loss(xr, y * 2 - 1)
+    value.backward()
+    assert torch.allclose(value.detach(), expected.mean(), rtol=1e-5) and xr.grad.abs().sum() > 0
+    assert loss.state_dict() == {}
+
+
 def test_lpips_invariants() -> None:
     torch.manual_seed(0)
     net = LPIPSNetwork("alex", pretrained=False)

@@ -62,9 +62,32 @@ def test_onehot_parsing_is_argmax():
     assert labels.shape == (1, 32, 32) and labels.dtype == torch.int64 and labels.max() < 19
 
 
-def test_pretrained_cfg_names_the_released_file():
-    assert PARSENET_512.filename == "parse_multi_iter_90000.pth"
-    assert PARSENET_512.converter == "parsenet"
+def test_released_file_resolves_from_the_cache_and_loads_through_its_converter(psfrgan_tiny, tmp_path, monkeypatch):
+    """The PretrainedCfg is found in the cache under the released name, read with weights_only and mapped by the
+    converter it names (here with the fixture's weights saved under that name)."""
+    from bfrzoo.weights import load_checkpoint, resolve_weights
+
+    monkeypatch.setenv("BFRZOO_HOME", str(tmp_path))
+    torch.save({"module." + k: v for k, v in psfrgan_tiny["parsenet_state_dict"].items()}, tmp_path / PARSENET_512.filename)
+    path = resolve_weights(PARSENET_512)
+    net = bfrzoo.from_official(PARSENET_512.converter, load_checkpoint(path), **psfrgan_tiny["parsenet_config"])
+    with torch.no_grad():
+        assert torch.allclose(net(psfrgan_tiny["parsenet_input"])[0], psfrgan_tiny["parsenet_output_mask_logits"], atol=1e-4)
+
+
+def test_decoder_features_per_scale_are_what_the_heads_see(psfrgan_tiny):
+    """MPCNet's parsing prior F_parse^j: the body output at min_feat_size, then every upsampling block's output;
+    the last one is exactly what the two output convs read."""
+    net = bfrzoo.from_official("parsenet", psfrgan_tiny["parsenet_state_dict"], **psfrgan_tiny["parsenet_config"])
+    with torch.no_grad():
+        out = net.forward_features(psfrgan_tiny["parsenet_input"])
+        assert sorted(out.features) == [16, 32, 64]
+        assert {k: v.shape[1] for k, v in out.features.items()} == net.feature_channels()
+        assert torch.equal(net.out_mask_conv(out.features[64]), out.mask_logits)
+        assert torch.equal(out.mask_logits, net(psfrgan_tiny["parsenet_input"])[0])
+        body = net.encoder(psfrgan_tiny["parsenet_input"])
+        assert torch.allclose(out.features[16], body + net.body(body))
+        assert torch.allclose(out.features[32], net.decoder[0](out.features[16]))
 
 
 def test_bad_sizes_are_rejected():

@@ -21,7 +21,6 @@ from bfrzoo.models.multiscale_discriminator import MultiScaleDiscriminator
 from bfrzoo.models.parsenet import ParseNet, onehot_parsing
 from bfrzoo.models.psfrgan import PSFRGAN, PSFRGenerator
 
-
 TINY = dict(out_size=64, ch_range=(32, 64), parser_min_feat_size=16, parser_base_ch=16, parser_res_depth=3,
             parser_ch_range=(16, 64))
 
@@ -160,6 +159,35 @@ def test_feature_matching_loss():
     b = [[torch.zeros(1, 2, 2, 2), torch.zeros(1, 1, 2, 2)]]
     assert feature_matching_loss(a, b).item() == pytest.approx(1.0)
     assert feature_matching_loss(a, a).item() == 0.0
+
+
+def test_discriminator_closed_form_on_a_constant_image():
+    """No reference output of the authors' discriminator exists (none was released), so its maths is checked in
+    closed form: with every conv weight constant, one power iteration (training mode) gives the exact spectral
+    norm of the rank-1 weight, so each spectrally normalised 3x3 conv maps a constant c > 0 to
+    c * sqrt(9 * C_in / C_out); LeakyReLU and average pooling keep positive constants, and the 1/2, 1/4 scales of
+    the pyramid see the same constant image."""
+    disc = MultiScaleDiscriminator(in_ch=4, base_ch=8, max_ch=16, depth=2, num_d=3)
+    for m in disc.modules():
+        if hasattr(m, "weight_orig"):
+            with torch.no_grad():
+                m.weight_orig.fill_(0.3)
+                m.bias.zero_()
+    x = torch.full((1, 4, 64, 64), 0.5)
+    disc.train()
+    disc(x)  # one power iteration: u, v converge for rank-1 weights
+    disc.eval()
+    with torch.no_grad():
+        scores, feats = disc(x)
+    chans = [4, 8, 16, 16]  # input, first conv, then min(8 * 2**i, 16) after each of the 2 downsampling layers
+    value = 0.5
+    for c_in, c_out in zip(chans[:-1], chans[1:]):
+        value *= (9 * c_in / c_out) ** 0.5
+    value *= (9 * 16 / 1) ** 0.5  # the score conv (unpadded, 1 output channel)
+    assert len(scores) == 3 and [s.shape[-1] for s in scores] == [64 // 4 - 2, 32 // 4 - 2, 16 // 4 - 2]
+    for s in scores:
+        assert torch.allclose(s, torch.full_like(s, value), rtol=1e-4)
+    assert len(feats[0]) == 3 and feats[0][1].shape == (1, 16, 32, 32)
 
 
 def test_discriminator_converter_roundtrip():

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from bfrzoo.cli import list_recipes, recipe_path
-from bfrzoo.errors import WeightsNotFoundError
 from bfrzoo.training import BfrzooCLI
 
 # no weight file can be resolved offline: feature networks random, no prior / parser checkpoints

@@ -259,3 +259,50 @@ def test_discriminator_features_lead_to_the_same_logits() -> None:
     torch.testing.assert_close(logits, d(x))
     assert [f.shape[-1] for f in feats] == [16, 8, 4, 4]
     torch.testing.assert_close(feats[1], d.convs[1](feats[0]))
+
+
+# ------------------------------------------------------------------------------ noise_channels and FreezeD
+def test_concat_noise_takes_its_own_channel_count() -> None:
+    """MMRB injects decoder features whose width differs from the generator's: out = out_ch + noise_channels."""
+    conv = StyledConv(8, 6, 3, style_dim=4, noise_mode="concat", noise_channels=3)
+    assert conv.out_channels == 9 and conv.activate.bias.shape == (9,)
+    x, style, feat = torch.randn(2, 8, 5, 5), torch.randn(2, 4), torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        conv.noise.weight.fill_(0.5)
+        out = conv(x, style, feat)
+        # the injected half is exactly leaky(0.5 * feat + bias) * sqrt(2)
+        expected = F.leaky_relu(0.5 * feat + conv.activate.bias[6:].view(1, 3, 1, 1), 0.2) * 2**0.5
+    assert out.shape == (2, 9, 5, 5) and torch.allclose(out[:, 6:], expected, atol=1e-6)
+    with pytest.raises(ValueError, match="3 channels"):
+        conv(x, style, torch.randn(2, 4, 5, 5))
+    gen = Generator(16, style_dim=8, n_mlp=1, narrow=1 / 64, noise_mode="concat", noise_channels={8: 2, 16: 5})
+    assert gen.convs[0].out_channels == gen.channels[8] + 2 and gen.convs[3].out_channels == gen.channels[16] + 5
+    assert gen.conv1.out_channels == 2 * gen.channels[4]  # resolutions not given keep GPEN's layout
+    noise = [None, torch.randn(1, 2, 8, 8), torch.randn(1, 2, 8, 8), torch.randn(1, 5, 16, 16), torch.randn(1, 5, 16, 16)]
+    assert gen(torch.randn(1, 8), noise=noise).image.shape == (1, 3, 16, 16)
+    with pytest.raises(ValueError, match="resolutions"):
+        Generator(16, style_dim=8, n_mlp=1, narrow=1 / 64, noise_mode="concat", noise_channels={32: 2})
+
+
+def test_freezed_keeps_exactly_the_first_layers_unchanged_by_an_optimiser_step() -> None:
+    torch.manual_seed(0)
+    disc = Discriminator(32, channel_multiplier=1, narrow=1 / 32)
+    layers = disc.conv_layers()
+    assert len(layers) == 1 + 2 * 3 + 1  # fromRGB, conv1 / conv2+skip of 3 residual blocks, final_conv
+    frozen = disc.freeze(5)
+    assert frozen[0] == "convs.0.0.weight" and any(n.startswith("convs.2.skip") for n in frozen)
+    assert not any(n.startswith(("convs.3.", "final")) for n in frozen)
+    disc.requires_grad_(True)  # what the GAN tasks do before every discriminator step: FreezeD must survive it
+    before = {n: p.detach().clone() for n, p in disc.named_parameters()}
+    opt = torch.optim.Adam([p for p in disc.parameters()], lr=0.1)
+    disc(torch.randn(4, 3, 32, 32)).sum().backward()
+    opt.step()
+    for name, p in disc.named_parameters():
+        if name in frozen:
+            assert torch.equal(p, before[name]) and p.grad is None, name
+        elif name.endswith("weight"):
+            assert not torch.equal(p, before[name]), name
+    disc.freeze(5, frozen=False)
+    assert all(p.requires_grad for p in disc.parameters())
+    with pytest.raises(ValueError, match=r"\[0, 8\]"):
+        disc.freeze(9)

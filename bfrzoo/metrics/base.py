@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics import Metric
 
-from bfrzoo.blocks.frozen import FrozenFeatureNet
+from bfrzoo.blocks.frozen import FrozenFeatureNet  # noqa: F401 - re-exported (bfrzoo.metrics.FrozenFeatureNet)
 from bfrzoo.errors import ImageInputError
 from bfrzoo.interface import check_images as _check_images
 

@@ -144,26 +144,26 @@ _CFG_1024 = PretrainedCfg(
 DISCRIMINATOR_WEIGHTS: dict[int, PretrainedCfg] = {s: _cfg(s, "gpen_discriminator", "-D") for s in (256, 512)}
 
 
-@register_restorer("gpen_256", pretrained=_cfg(256))
+@register_restorer("gpen_256", variant_of="gpen", pretrained=_cfg(256))
 def gpen_256(noise_mode: NoiseMode = "concat") -> GPEN:
     """GPEN-BFR-256: 256x256, style_dim 512, n_mlp 8, channel_multiplier 1, narrow 0.5 (the official run.sh)."""
     return GPEN(256, 512, 8, channel_multiplier=1, narrow=0.5, noise_mode=noise_mode)
 
 
-@register_restorer("gpen_512", pretrained=_cfg(512))
+@register_restorer("gpen_512", variant_of="gpen", pretrained=_cfg(512))
 def gpen_512(noise_mode: NoiseMode = "concat") -> GPEN:
     """GPEN-BFR-512: 512x512, style_dim 512, n_mlp 8, channel_multiplier 2, narrow 1 (the paper's main model)."""
     return GPEN(512, 512, 8, channel_multiplier=2, narrow=1.0, noise_mode=noise_mode)
 
 
-@register_restorer("gpen_1024", pretrained=_CFG_1024)
+@register_restorer("gpen_1024", variant_of="gpen", pretrained=_CFG_1024)
 def gpen_1024(noise_mode: NoiseMode = "concat") -> GPEN:
     """GPEN-BFR-1024: 1024x1024, style_dim 512, n_mlp 8, channel_multiplier 2, narrow 1 (the official training
     command for 1024; the released file's width is not verified here: ``from_official`` reads it from the shapes)."""
     return GPEN(1024, 512, 8, channel_multiplier=2, narrow=1.0, noise_mode=noise_mode)
 
 
-@register_restorer("gpen")
+@register_restorer("gpen", tiny=dict(size=32, style_dim=32, n_mlp=2, channel_multiplier=1, narrow=0.03125))
 def gpen(
     size: int = 64,
     style_dim: int = 64,

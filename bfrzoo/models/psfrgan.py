@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bfrzoo.blocks.common import apply_spectral_norm
@@ -146,7 +145,7 @@ class PSFRGAN(nn.Module):
                 f"out_size {generator.out_size}"
             )
         self.generator = generator
-        self.parser = parser.eval()
+        self.parser = parser.eval().requires_grad_(False)  # a frozen prior: never trained through the restorer
         self.input_size = generator.out_size
 
     def train(self, mode: bool = True) -> PSFRGAN:
@@ -232,7 +231,11 @@ def convert_psfrgan(
     return net.eval()
 
 
-@register_restorer("psfrgan")
+@register_restorer(
+    "psfrgan",
+    tiny=dict(out_size=32, min_feat_size=16, ch_range=(16, 32), parser_min_feat_size=8, parser_base_ch=8,
+              parser_res_depth=1, parser_ch_range=(8, 16)),
+)
 def psfrgan(
     out_size: int = 512,
     min_feat_size: int = 16,
@@ -264,7 +267,7 @@ def psfrgan(
     return PSFRGAN(generator, parser)
 
 
-@register_restorer("psfrgan_512", pretrained=PSFRGAN_512)
+@register_restorer("psfrgan_512", variant_of="psfrgan", pretrained=PSFRGAN_512)
 def psfrgan_512() -> PSFRGAN:
     """PSFR-GAN at 512 px as published (weights: psfrgan_epoch15_net_G.pth + parse_multi_iter_90000.pth)."""
     return psfrgan()

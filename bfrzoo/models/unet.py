@@ -93,7 +93,7 @@ class UNet(nn.Module):
         return out if self.training else out.clamp(-1.0, 1.0)
 
 
-@register_restorer("unet")
+@register_restorer("unet", tiny=dict(base_channels=8, depth=2, max_channels=16))
 def unet(base_channels: int = 32, depth: int = 4, max_channels: int = 256, blocks_per_level: int = 1) -> UNet:
     """Plain U-Net baseline (no face prior); any size divisible by 2**depth."""
     return UNet(base_channels=base_channels, depth=depth, max_channels=max_channels, blocks_per_level=blocks_per_level)

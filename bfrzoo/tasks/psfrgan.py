@@ -43,10 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bfrzoo.errors import BfrzooError
-from bfrzoo.interface import to_model_range
+from bfrzoo.interface import NUM_PARSING_CLASSES, to_model_range
 from bfrzoo.losses.adversarial import feature_matching_loss, hinge_d_loss, hinge_g_loss
 from bfrzoo.models.multiscale_discriminator import MultiScaleDiscriminator
-from bfrzoo.interface import NUM_PARSING_CLASSES
 from bfrzoo.models.parsenet import load_parser_weights, onehot_parsing
 from bfrzoo.tasks.base import AdversarialTask, Batch
 from bfrzoo.tasks.optim import adam

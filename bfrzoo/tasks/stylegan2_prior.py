@@ -26,7 +26,7 @@ of the zoo's :class:`~bfrzoo.blocks.stylegan2.Generator`, so the mapping is the 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 

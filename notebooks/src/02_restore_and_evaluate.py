@@ -28,8 +28,7 @@ from bfrzoo.errors import UnknownNameError, WeightsNotFoundError
 from bfrzoo.interface import Restorer, from_model_range, to_model_range
 from bfrzoo.io import read_image, sample_root
 from bfrzoo.metrics import psnr
-from bfrzoo.registry import restorer_arguments
-from bfrzoo.registry import export_restorer, load_restorer
+from bfrzoo.registry import export_restorer, load_restorer, restorer_arguments
 
 os.environ["BFRZOO_OFFLINE"] = "1"  # this notebook never downloads: a missing weight file is an error instead
 torch.manual_seed(0)
@@ -174,7 +173,8 @@ def show(images: torch.Tensor, nrow: int, filename: str, title: str = "") -> Pat
         import matplotlib.pyplot as plt
     except ImportError:
         try:
-            from IPython.display import Image as IPImage, display
+            from IPython.display import Image as IPImage
+            from IPython.display import display
         except ImportError:
             print(f"(no matplotlib / IPython here) figure saved to {path}")
             return path
