@@ -1,13 +1,14 @@
 """Benchmark: degradation throughput at 512x512 real faces: the torch path, the fast CPU (OpenCV) path and a plain
 per-image OpenCV reference loop of the same preset, plus the DataModule's delivery rate; CUDA rows if present.
 
-    python benchmarks/degradation.py [--preset all] [--batch 8] [--batches 8] [--workers 4] [--dm-batches 27]
+    python benchmarks/degradation.py [--preset all] [--batch 8] [--batches 8] [--repeats 3] [--workers 4] [--dm-batches 30]
 
 Per-core figures: one process, ``torch.set_num_threads(1)`` and ``cv2.setNumThreads(1)``, batches of the first
 8 faces of ``bfrzoo/assets/sample/faces512/images`` (decoded once, outside the timings), batch ``b`` seeded with
-``stable_seed(0, "bench", preset, b)``; the three paths run interleaved batch by batch after one warm-up batch
-each, and the rate is images per CPU-second of the process (``time.process_time``: on a shared machine other
-processes' load changes the wall clock, hardly the CPU time; the wall-clock rates are in the JSON too).
+``stable_seed(0, "bench", preset, b)``; after one warm-up batch each, every batch runs once through the torch
+path and ``--repeats`` times through the fast path and the reference, alternating, keeping each one's fastest
+run. The rate is images per CPU-second of the process (``time.process_time``: on a shared machine other
+processes' load moves the wall clock much more than the CPU time; the wall-clock rates are in the JSON too).
 
 * torch path: ``Degrader(preset)(hq, seed=batch_seed)``, the batched executor the DataModule runs on a device
   (and, before ``degrade_on``, in CPU workers). It draws its parameters per batch, so its draws differ from the
@@ -21,10 +22,10 @@ processes' load changes the wall clock, hardly the CPU time; the wall-clock rate
   HWC arrays, returning a list of HWC arrays (no batch tensor: the cheapest possible output).
 
 DataModule rows: ``FaceDataModule(size=512, batch_size=8, num_workers=--workers, degrade_on="workers")`` on the
-embedded faces512 sample (72 training images, 9 batches an epoch), iterated by a no-op step
-(``on_after_batch_transfer`` and nothing else), clocked from the first batch (worker start-up excluded):
-batches/s, and images per CPU-second of the main process and its workers (``/proc/<pid>/stat``), to set
-against the reference's per-core rate.
+faces512 images (linked repeatedly into a temporary folder, so one epoch is long), iterated by a no-op step
+(``on_after_batch_transfer`` and nothing else), clocked after ``2 * workers + 1`` warm-up batches (start-up and
+prefetch): batches/s, and images per CPU-second of the main process and its workers (``/proc/<pid>/stat``), to
+set against the reference's per-core rate.
 
 Writes ``benchmarks/results/degradation.md`` and ``.json`` (device, torch / OpenCV versions, commit, date, load).
 Target: the fast CPU path >= 0.9x the OpenCV reference per core for every preset; on an H100, the torch path
@@ -40,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _common import ROOT, device_name, git_commit, median_seconds, utc_now, write_results
+
 from bfrzoo.data import PRESETS, Degrader
 from bfrzoo.data.degradations import gaussian_kernels, motion_kernels, sample_params, stable_seed
 from bfrzoo.data.presets import BLUR_KINDS, DegradationPreset, get_preset
@@ -60,26 +61,17 @@ def _batch_seed(preset: str, b: int) -> int:
     return stable_seed(0, "bench", preset, b)
 
 
-class _Clock:
-    """Wall and CPU seconds of the calls it times, added up."""
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w0, time.process_time() - c0
 
-    def __init__(self) -> None:
-        self.wall = self.cpu = 0.0
-        self.batches = 0
 
-    def __call__(self, fn: Callable[[], object]) -> None:
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        self.wall += time.perf_counter() - w0
-        self.cpu += time.process_time() - c0
-        self.batches += 1
-
-    def row(self, images_per_batch: int) -> dict:
-        images = images_per_batch * self.batches
-        return {
-            "batches": self.batches, "wall_s": self.wall, "cpu_s": self.cpu,
-            "images_per_s": images / self.wall, "images_per_cpu_s": images / self.cpu,
-        }
+def _row(times: list[tuple[float, float]], images_per_batch: int) -> dict:
+    wall, cpu = sum(t[0] for t in times), sum(t[1] for t in times)
+    images = images_per_batch * len(times)
+    return {"batches": len(times), "wall_s": wall, "cpu_s": cpu, "images_per_s": images / wall, "images_per_cpu_s": images / cpu}
 
 
 # ------------------------------------------------------------------------------------------ the reference loop
@@ -123,9 +115,10 @@ def reference_batch(images: list[np.ndarray], preset: DegradationPreset, seeds: 
 
 
 # ------------------------------------------------------------------------------------------ rows
-def cpu_rows(preset: str, hq: torch.Tensor, batches: int) -> dict:
-    """The three CPU paths on the same batches, interleaved batch by batch (so a change of load on a shared
-    machine hits all three alike); one untimed warm-up batch each."""
+def cpu_rows(preset: str, hq: torch.Tensor, batches: int, repeats: int) -> dict:
+    """The three CPU paths on the same batches. Per batch: the torch path once; the fast path and the reference
+    ``repeats`` times each, alternating, keeping each one's fastest run (what the code costs, not what other
+    processes on a shared machine took from it). One untimed warm-up batch each."""
     import cv2
 
     from bfrzoo.data.cpu_degradations import degrade_tensor, image_seeds
@@ -139,17 +132,22 @@ def cpu_rows(preset: str, hq: torch.Tensor, batches: int) -> dict:
         "fast_cpu": lambda b: degrade_tensor(hq, p, image_seeds(_batch_seed(preset, b), n)),
         "opencv_reference": lambda b: reference_batch(bgr, p, image_seeds(_batch_seed(preset, b), n)),
     }
-    clocks = {name: _Clock() for name in paths}
-    for name, run in paths.items():
+    for run in paths.values():
         run(-1)
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
     for b in range(batches):
-        for name, run in paths.items():
-            clocks[name](lambda: run(b))
+        times["torch"].append(_timed(lambda: paths["torch"](b)))
+        runs: dict[str, list[tuple[float, float]]] = {"fast_cpu": [], "opencv_reference": []}
+        for _ in range(repeats):
+            for name in runs:
+                runs[name].append(_timed(lambda: paths[name](b)))
+        for name, r in runs.items():
+            times[name].append(min(r, key=lambda t: t[1]))
     assert cv2.getNumThreads() == 1 and torch.get_num_threads() == 1
-    rows = {name: clock.row(n) for name, clock in clocks.items()}
+    rows = {name: _row(t, n) for name, t in times.items()}
     ref = rows["opencv_reference"]["images_per_cpu_s"]
     return {
-        "preset": preset, "batch": n, **rows,
+        "preset": preset, "batch": n, "repeats": repeats, **rows,
         "fast_over_reference": rows["fast_cpu"]["images_per_cpu_s"] / ref,
         "torch_over_reference": rows["torch"]["images_per_cpu_s"] / ref,
     }
@@ -175,29 +173,40 @@ def _children() -> list[int]:
 
 
 def datamodule_row(preset: str, workers: int, batches: int, batch: int) -> dict:
-    """Batches delivered to a no-op step: wall rate, and images per CPU-second of the main process and its
-    workers together (the per-core rate, whatever else the machine runs)."""
+    """Batches delivered to a no-op step in one long epoch: wall rate, and images per CPU-second of the main
+    process and its workers together (the per-core rate, whatever else the machine runs).
+
+    The data root is a temporary plain folder of links to the faces512 images, repeated so that one epoch holds
+    the warm-up (the first ``2 * workers + 1`` batches: start-up and the prefetched batches) and the
+    ``batches`` timed ones: a real training set's epochs are long, the sample's 9-batch epochs are mostly
+    start-up.
+    """
+    import tempfile
+
     from bfrzoo.data import FaceDataModule
 
     torch.set_num_threads(1)
-    dm = FaceDataModule(size=512, preset=preset, batch_size=batch, num_workers=workers, seed=0, degrade_on="workers")
-    loader = dm.train_dataloader()
-    got, t0, c0 = -1, 0.0, 0.0
-    while got < batches:
-        for b in loader:
+    warmup = 2 * workers + 1  # the DataLoader's default prefetch_factor is 2 batches per worker
+    files = list_images(SAMPLE)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range((warmup + batches + 1) * batch):
+            src = files[i % len(files)]
+            (Path(tmp) / f"{i:05d}{src.suffix}").symlink_to(src)
+        dm = FaceDataModule(root=tmp, size=512, preset=preset, batch_size=batch, num_workers=workers, seed=0, degrade_on="workers")
+        got, t0, c0 = 0, 0.0, 0.0
+        for b in dm.train_dataloader():
             dm.on_after_batch_transfer(b, 0)  # the no-op step
             got += 1
-            if got == 0:  # the clock starts at the first batch: worker start-up excluded
+            if got == warmup:
                 t0, c0 = time.perf_counter(), _cpu_seconds([os.getpid(), *_children()])
-            if got == batches:
+            if got == warmup + batches:
+                seconds, cpu = time.perf_counter() - t0, _cpu_seconds([os.getpid(), *_children()]) - c0
                 break
-    seconds = time.perf_counter() - t0
-    cpu = _cpu_seconds([os.getpid(), *_children()]) - c0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return {
-        "preset": preset, "workers": workers, "batch": batch, "batches": batches, "wall_s": seconds, "cpu_s": cpu,
-        "batches_per_s": batches / seconds, "images_per_s": batches * batch / seconds, "cores": cores,
-        "images_per_cpu_s": batches * batch / cpu,
+        "preset": preset, "workers": workers, "batch": batch, "warmup_batches": warmup, "batches": batches,
+        "wall_s": seconds, "cpu_s": cpu, "batches_per_s": batches / seconds, "images_per_s": batches * batch / seconds,
+        "cores": cores, "images_per_cpu_s": batches * batch / cpu,
     }
 
 
@@ -215,8 +224,9 @@ def main() -> None:
     ap.add_argument("--preset", default="all", help="a preset name or 'all'")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--batches", type=int, default=8, help="timed batches per CPU path and preset")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each batch for the fast path and the reference")
     ap.add_argument("--workers", type=int, default=4, help="DataModule workers (the recipes' default)")
-    ap.add_argument("--dm-batches", type=int, default=27, help="timed DataModule batches (3 epochs of the sample)")
+    ap.add_argument("--dm-batches", type=int, default=30, help="timed DataModule batches (0: none)")
     ap.add_argument("--gpu-batch", type=int, default=32)
     ap.add_argument("--gpu-repeats", type=int, default=10)
     ap.add_argument("--no-cpu", action="store_true", help="CUDA rows only (e.g. on a machine without OpenCV)")
@@ -242,9 +252,9 @@ def main() -> None:
         cv2.setNumThreads(1)
         hq = _faces(args.batch)
         for p in presets:
-            result["cpu_rows"].append(cpu_rows(p, hq, args.batches))
+            result["cpu_rows"].append(cpu_rows(p, hq, args.batches, args.repeats))
             print(result["cpu_rows"][-1], flush=True)
-        for p in presets:
+        for p in presets if args.dm_batches > 0 else ():
             result["datamodule_rows"].append(datamodule_row(p, args.workers, args.dm_batches, args.batch))
             print(result["datamodule_rows"][-1], flush=True)
     result["load_average_end"] = os.getloadavg()
@@ -268,7 +278,8 @@ def render(result: dict) -> list[str]:
         r0 = result["cpu_rows"][0]
         lines += [
             f"Per core: one process, torch and OpenCV threads = 1, batch {r0['batch']}, {r0['fast_cpu']['batches']} "
-            "batches per path after a warm-up, the paths interleaved batch by batch; images per CPU-second.",
+            f"batches after a warm-up; per batch the torch path once, the fast path and the reference {r0['repeats']} "
+            "times each, alternating, the fastest run kept; images per CPU-second.",
             "",
             "| preset | torch path | fast CPU path | OpenCV reference | fast / reference | torch / reference |",
             "| --- | --- | --- | --- | --- | --- |",
@@ -285,9 +296,10 @@ def render(result: dict) -> list[str]:
         d0 = result["datamodule_rows"][0]
         lines += [
             f"`FaceDataModule(size=512, batch_size={d0['batch']}, num_workers={d0['workers']}, degrade_on=\"workers\")` on "
-            f"the faces512 sample ({d0['cores']} cores), a no-op step, {d0['batches']} batches after the first. Per core: "
-            "images per CPU-second of the main process and its workers together; it includes what the reference "
-            "leaves out (decoding the JPEG files, collating, the transfer between processes).",
+            f"the faces512 images ({d0['cores']} cores), a no-op step, {d0['batches']} batches after "
+            f"{d0['warmup_batches']} warm-up ones. Per core: images per CPU-second of the main process and its workers "
+            "together; it includes what the reference leaves out (decoding the JPEG files, collating, the transfer "
+            "between processes).",
             "",
             "| preset | batches/s | images/s | images/s per core | per core / reference per core | images/s / reference per core |",
             "| --- | --- | --- | --- | --- | --- |",

@@ -27,7 +27,6 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
-from torch.utils.data import default_collate
 
 from bfrzoo.data.cpu_degradations import degrade_tensor, image_seeds, limit_opencv_threads_in_worker
 from bfrzoo.data.datasets import FaceFolder, LQFolder, PairedLQ, flip_sample, resolve_split
@@ -35,7 +34,6 @@ from bfrzoo.data.degradations import Degrader, stable_seed
 from bfrzoo.data.presets import get_preset
 from bfrzoo.errors import BfrzooError
 from bfrzoo.io import sample_root
-
 
 DEGRADE_ON: tuple[str, ...] = ("auto", "device", "workers")
 
@@ -141,7 +139,7 @@ class _Collate:
         batch: dict[str, Any] = {"name": [it["name"] for it in items]}
         for key in ("hq", "lq", "mask", "landmarks"):
             if key in items[0]:
-                batch[key] = default_collate([it[key] for it in items])  # in a worker: stacked into shared memory
+                batch[key] = torch.utils.data.default_collate([it[key] for it in items])  # a worker's: in shared memory
         if "lq" in batch or self.mode == "predict":
             return batch
         limit_opencv_threads_in_worker()
