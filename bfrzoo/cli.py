@@ -14,6 +14,7 @@ and the zoo's own commands::
     bfrzoo degrade --preset P --seed S IN OUT     # a fixed, seeded LQ test set
     bfrzoo restore --weights restorer.pt IN OUT   # restore a folder of aligned faces
     bfrzoo table RUN_DIR... [--out FILE]          # one markdown table from several runs' test_metrics.json
+    bfrzoo bench {speed,quality,train} ...        # the comparison tables (bfrzoo.bench; benchmarks/README.md)
 
 A recipe is one flat YAML in ``bfrzoo/recipes/`` (shipped inside the package). ``--demo`` adds
 ``recipes/demo.yaml`` (embedded sample faces, small size, a few minutes on a CPU) and, where present,
@@ -150,7 +151,7 @@ def _zoo_parser() -> argparse.ArgumentParser:
         description="Blind face restoration zoo. Lightning subcommands: fit, validate, test, predict "
         "(`bfrzoo fit --recipe NAME --help` lists every option).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{fit,validate,test,predict,list,degrade,restore,table}")
+    sub = parser.add_subparsers(dest="command", metavar="{fit,validate,test,predict,list,degrade,restore,table,bench}")
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"Lightning `{name}` with a recipe: bfrzoo {name} --recipe NAME [...]", add_help=False)
     p = sub.add_parser("list", help="restorers, recipes, presets and metrics")
@@ -178,6 +179,9 @@ def _zoo_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None)
     p.add_argument("--title", default=None)
     p.set_defaults(func=_cmd_table)
+    from bfrzoo.bench.cli import add_bench_parser
+
+    add_bench_parser(sub)  # bfrzoo bench {speed,quality,train}
     return parser
 
 

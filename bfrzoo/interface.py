@@ -134,6 +134,11 @@ class Restorer:
         device: where to run (default: CUDA when available).
         dtype: ``torch.float32`` or, on GPUs, ``torch.bfloat16`` / ``torch.float16`` autocast.
         batch_size: images per forward pass.
+        mode: ``None`` (plain fp32, or ``dtype``), an inference mode of :data:`bfrzoo.bench.MODES`
+            (``"channels_last"``, ``"bf16"``, ``"compile"`` ...), or ``"auto"``: the fastest mode on this device whose
+            restored image stays within :data:`bfrzoo.bench.DEFAULT_TOLERANCE` of fp32
+            (:func:`bfrzoo.bench.fastest_mode`, measured once per process; ``mode_choice`` says what it measured and
+            ``mode_choice.describe()`` which mode it picked).
     """
 
     def __init__(
@@ -142,6 +147,7 @@ class Restorer:
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32,
         batch_size: int = 8,
+        mode: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -149,6 +155,14 @@ class Restorer:
         self.dtype = dtype
         self.batch_size = batch_size
         self.net = net.eval().to(self.device)
+        self.mode, self.mode_choice = "fp32" if dtype == torch.float32 else str(dtype), None
+        if mode is not None:
+            from bfrzoo.bench.modes import apply_mode, resolve_mode
+
+            if dtype != torch.float32:
+                raise ValueError("give either dtype or mode, not both (a mode sets its own dtype)")
+            chosen, self.mode_choice = resolve_mode(self.net, self.device, mode)
+            self.mode, self.net = chosen.name, apply_mode(self.net, chosen)
 
     @property
     def input_size(self) -> int | None:

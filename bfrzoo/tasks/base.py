@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
@@ -34,6 +34,9 @@ from bfrzoo.errors import BfrzooError
 from bfrzoo.interface import from_model_range, to_model_range
 from bfrzoo.registry import create_restorer
 from bfrzoo.tasks.reporting import RunReport, save_image_grid
+
+if TYPE_CHECKING:
+    from bfrzoo.tasks.protocol import BenchProtocol
 
 Batch = Mapping[str, Any]
 
@@ -132,6 +135,15 @@ class BfrzooTask(pl.LightningModule):
     def required_data_size(self) -> int | None:
         """The face size the trained network needs (``None`` = any size): checked against ``data.size``."""
         return getattr(self.net, "input_size", None)
+
+    @classmethod
+    def bench_protocol(cls, size: int) -> BenchProtocol:
+        """How ``bfrzoo bench train`` runs this task at ``size`` px (:mod:`bfrzoo.tasks.protocol`): the overrides
+        that scale its recipe down, the pretrained stages it needs, its paper's ablation rows. Default: the recipe
+        as it is, nothing else."""
+        from bfrzoo.tasks.protocol import BenchProtocol
+
+        return BenchProtocol()
 
     def validation_metric_keys(self) -> list[str]:
         """The keys this task logs after each validation epoch (what a ``ModelCheckpoint`` may monitor)."""

@@ -27,7 +27,7 @@ must have been pre-trained with the same noise mode.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,9 @@ from bfrzoo.losses.adversarial import logistic_d_loss_lazy_r1, logistic_g_loss
 from bfrzoo.models.gan_prior import discriminator_width, load_gan_prior, read_gan_prior
 from bfrzoo.tasks.base import AdversarialTask, Batch
 from bfrzoo.tasks.optim import adam
+
+if TYPE_CHECKING:
+    from bfrzoo.tasks.protocol import BenchProtocol
 
 #: LR_encoder : LR_decoder : LR_discriminator of Sec. 4.2.
 LR_RATIOS: tuple[float, float, float] = (100.0, 10.0, 1.0)
@@ -106,6 +109,33 @@ class GPENTask(AdversarialTask):
         if freeze_prior:
             self.net.freeze_prior(True)
         self._d_steps = 0
+
+    @classmethod
+    def bench_protocol(cls, size: int) -> BenchProtocol:
+        """``bfrzoo bench train`` at ``size`` px: a GPEN of that size (style_dim 128, n_mlp 4, channel multiplier 1,
+        narrow 0.25), its StyleGAN2 prior pre-trained within the protocol with the same generator, and the Table 1
+        ablations (GPEN-w/o-ft, GPEN-w/o-noise, GPEN-noise-add; the noise variants with a prior of their noise mode)."""
+        from bfrzoo.tasks.protocol import BenchProtocol, Prerequisite, Variant
+
+        arch = {"size": size, "style_dim": 128, "n_mlp": 4, "channel_multiplier": 1, "narrow": 0.25}
+        prior = Prerequisite("prior_checkpoint", "stylegan2_prior", "prior.pt",
+                             {f"model.init_args.{k}": v for k, v in {**arch, "noise_mode": "concat"}.items()})
+        return BenchProtocol(
+            overrides={"model.init_args.restorer": "gpen",
+                       "model.init_args.restorer_args": {**arch, "noise_mode": "concat"}},
+            prerequisites=(prior,),
+            paper_full={"psnr": 20.80, "fid": 31.72, "lpips": 0.346},
+            variants=(
+                Variant("gpen_wo_ft", {"model.init_args.freeze_prior": True}, "GPEN Table 1: GPEN-w/o-ft",
+                        {"psnr": 12.55, "fid": 92.71, "lpips": 0.653}),
+                Variant("gpen_wo_noise", {"model.init_args.restorer_args": {"noise_mode": "none"}},
+                        "GPEN Table 1: GPEN-w/o-noise", {"psnr": 13.30, "fid": 95.62, "lpips": 0.709},
+                        {"stylegan2_prior": {"model.init_args.noise_mode": "none"}}),
+                Variant("gpen_noise_add", {"model.init_args.restorer_args": {"noise_mode": "add"}},
+                        "GPEN Table 1: GPEN-noise-add", {"psnr": 20.71, "fid": 34.26, "lpips": 0.359},
+                        {"stylegan2_prior": {"model.init_args.noise_mode": "add"}}),
+            ),
+        )
 
     # ------------------------------------------------------------------------------------------ helpers
     def optimizer_groups(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:

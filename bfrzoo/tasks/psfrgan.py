@@ -36,7 +36,7 @@ exported restorer has a 3-channel style reference (``psfrgan(use_parsing=False)`
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,9 @@ from bfrzoo.models.multiscale_discriminator import MultiScaleDiscriminator
 from bfrzoo.models.parsenet import load_parser_weights, onehot_parsing
 from bfrzoo.tasks.base import AdversarialTask, Batch
 from bfrzoo.tasks.optim import adam
+
+if TYPE_CHECKING:
+    from bfrzoo.tasks.protocol import BenchProtocol
 
 
 class PSFRGANTask(AdversarialTask):
@@ -156,6 +159,40 @@ class PSFRGANTask(AdversarialTask):
                 num_classes=NUM_PARSING_CLASSES, pretrained=pretrained_losses, normalization=style_normalization
             )
         self._hq_parsing_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def bench_protocol(cls, size: int) -> BenchProtocol:
+        """``bfrzoo bench train`` at ``size`` px: a small generator (channels 16-256) and a quarter-width FPN
+        (pre-trained within the protocol by the ``parsenet`` recipe, same architecture), a 3-scale discriminator
+        of width 32-256 and the deepest depth that ``size`` allows, and the Table 2 rows A (no parsing, no L_ss),
+        B (no L_ss) and C (no parsing); the full model is row D."""
+        import math
+
+        from bfrzoo.tasks.protocol import BenchProtocol, Prerequisite, Variant
+
+        parser = {"min_feat_size": max(4, size // 16), "base_ch": 16, "res_depth": 10, "ch_range": [16, 64]}
+        parser_task = Prerequisite("parser_checkpoint", "parsenet", "parser.pt", {
+            "model.init_args.restorer_args": {"in_size": size, "out_size": size, **parser}})
+        return BenchProtocol(
+            overrides={
+                "model.init_args.restorer_args": {
+                    "out_size": size, "min_feat_size": 16, "ch_range": [16, 256], "relu_type": "LeakyReLU",
+                    **{f"parser_{k}": v for k, v in parser.items()}},
+                "model.init_args.disc_base_ch": 32, "model.init_args.disc_max_ch": 256,
+                "model.init_args.disc_depth": max(1, int(math.log2(size / 3)) - 2),
+            },
+            prerequisites=(parser_task,),
+            needs=frozenset({"masks"}),
+            paper_full={"fid": 30.39},
+            variants=(
+                Variant("psfrgan_A", {"model.init_args.use_parsing": False, "model.init_args.use_style_loss": False},
+                        "PSFR-GAN Table 2: A (baseline with I_L)", {"fid": 47.48}),
+                Variant("psfrgan_B", {"model.init_args.use_style_loss": False}, "PSFR-GAN Table 2: B (+ I_P)",
+                        {"fid": 32.37}),
+                Variant("psfrgan_C", {"model.init_args.use_parsing": False}, "PSFR-GAN Table 2: C (+ L_ss)",
+                        {"fid": 34.22}),
+            ),
+        )
 
     # ------------------------------------------------------------------------------------------ helpers
     def setup(self, stage: str) -> None:
