@@ -12,7 +12,7 @@ and the zoo's own commands::
 
     bfrzoo list                                   # restorers, recipes, degradation presets, metrics
     bfrzoo degrade --preset P --seed S IN OUT     # a fixed, seeded LQ test set
-    bfrzoo restore --weights restorer.pt IN OUT   # restore a folder of aligned faces
+    bfrzoo restore PHOTOS... --weights restorer.pt --out DIR   # restore whole photos (--aligned: crops)
     bfrzoo table RUN_DIR... [--out FILE]          # one markdown table from several runs' test_metrics.json
     bfrzoo bench {speed,quality,train} ...        # the comparison tables (bfrzoo.bench; benchmarks/README.md)
 
@@ -124,13 +124,35 @@ def _cmd_degrade(args: argparse.Namespace) -> None:
 
 
 def _cmd_restore(args: argparse.Namespace) -> None:
-    from bfrzoo.restore_folder import restore_folder
+    """Whole photos (default) or aligned crops (``--aligned``); see bfrzoo/restore_run.py and docs/restore.md."""
+    from bfrzoo.face.photo import PhotoOptions
+    from bfrzoo.restore_run import RestoreSettings, run_restore
 
-    count = restore_folder(
-        args.input, args.output, weights=args.weights, restorer=args.restorer, device=args.device,
-        batch_size=args.batch_size, overwrite=args.overwrite,
+    if args.out is None:
+        hint = ""
+        if len(args.inputs) == 2:
+            hint = (f"; the old form `bfrzoo restore IN_DIR OUT_DIR` is now `bfrzoo restore {args.inputs[0]} --out "
+                    f"{args.inputs[1]} --aligned` (for aligned crops; without --aligned whole photos are restored)")
+        raise BfrzooError(f"bfrzoo restore needs --out DIR{hint}")
+    photo = PhotoOptions(
+        upscale=args.upscale, crop_size=args.crop_size, detect_size=args.detect_size, min_score=args.min_score,
+        min_eye_distance=args.min_eye_distance, min_frontality=0.0 if args.keep_profiles else args.min_frontality,
+        select=args.faces, max_megapixels=args.max_megapixels,
     )
-    print(f"restored {count} images into {args.output}")
+    settings = RestoreSettings(
+        inputs=tuple(args.inputs), out_dir=Path(args.out), model=args.model, weights=args.weights,
+        aligned=args.aligned, device=args.device, batch_size=args.batch_size, precision=args.precision,
+        overwrite=args.overwrite, recursive=args.recursive, compare=args.compare, save_faces=args.save_faces,
+        ext=args.ext, detector=args.detector, detector_weights=args.detector_weights,
+        parser=None if args.parser == "none" else args.parser, photo=photo,
+    )
+    summary = run_restore(settings, progress=not args.quiet)
+    for line in summary.lines():
+        print(line)
+    for line in summary.failure_lines():
+        print(line, file=sys.stderr)
+    if summary.failed:
+        raise SystemExit(1)
 
 
 def _cmd_table(args: argparse.Namespace) -> None:
@@ -164,15 +186,43 @@ def _zoo_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="resize HQ to SIZE x SIZE first")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.set_defaults(func=_cmd_degrade)
-    p = sub.add_parser("restore", help="restore a folder of aligned face crops")
-    p.add_argument("input")
-    p.add_argument("output")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--weights", help="a restorer.pt written by `bfrzoo fit`")
-    src.add_argument("--restorer", help="a registered restorer with released weights (resolved from the cache)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--overwrite", action="store_true")
+    p = sub.add_parser(
+        "restore", help="restore the faces of whole photos (or, with --aligned, aligned face crops)",
+        description="Restore every face of whole photos: detect (RetinaFace when its weights are present, else "
+        "MTCNN), align to the FFHQ template, restore in batches, paste back. Outputs never replace inputs; a rerun "
+        "skips finished outputs. Exit 1 when any input failed (one line each), 2 for a usage error.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders and globs (quote ** patterns)")
+    p.add_argument("--out", "-o", default=None, metavar="DIR", help="output folder (created; never an input folder)")
+    p.add_argument("--model", "--restorer", dest="model", default=None, metavar="NAME",
+                   help="a registered restorer; alone: its released weights (cache, then download)")
+    p.add_argument("--weights", default=None, metavar="PATH",
+                   help="a restorer.pt of `bfrzoo fit`; with --model: that model's weight file (official or bfrzoo)")
+    p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: restore them whole")
+    p.add_argument("--upscale", type=float, default=1.0, help="output size as a multiple of the input (default 1)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=4, help="faces (or crops) per forward pass")
+    p.add_argument("--precision", default="32", choices=("32", "bf16", "16"), help="bf16: bfloat16 autocast (GPUs)")
+    p.add_argument("--overwrite", action="store_true", help="redo outputs bfrzoo wrote before (never other files)")
+    p.add_argument("--recursive", "-r", action="store_true", help="also restore images in subfolders of input folders")
+    p.add_argument("--compare", action="store_true", help="also write OUT/compare/NAME.jpg: input | output")
+    p.add_argument("--save-faces", action="store_true", help="also write each aligned face, input and restored, to OUT/faces/")
+    p.add_argument("--ext", default="png", choices=("png", "jpg", "webp"), help="output format (alpha / 16 bit: png)")
+    p.add_argument("--detector", default="auto", choices=("auto", "retinaface", "mtcnn"),
+                   help="auto: RetinaFace when its weights resolve, else MTCNN")
+    p.add_argument("--detector-weights", default=None, metavar="PATH", help="detection_Resnet50_Final.pth (RetinaFace)")
+    p.add_argument("--parser", default="auto", metavar="auto|none|PATH",
+                   help="face parsing for the paste mask: auto (parsing_parsenet.pth when available), none, or a file")
+    p.add_argument("--faces", default="all", choices=("all", "largest", "center"), help="which faces to restore")
+    p.add_argument("--min-eye-distance", type=float, default=8.0, metavar="PX", help="smaller faces are left out")
+    p.add_argument("--min-frontality", type=float, default=0.35,
+                   help="eye distance / eye-to-mouth distance below which a face is a profile (left out)")
+    p.add_argument("--keep-profiles", action="store_true", help="restore profile faces too")
+    p.add_argument("--min-score", type=float, default=0.9, help="detector confidence threshold")
+    p.add_argument("--detect-size", type=int, default=1600, metavar="PX", help="long side of the detection copy")
+    p.add_argument("--crop-size", type=int, default=512, metavar="PX", help="side of the aligned face crops")
+    p.add_argument("--max-megapixels", type=float, default=200.0, metavar="MP", help="larger inputs/outputs are refused")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_restore)
     p = sub.add_parser("table", help="merge runs' test_metrics.json into one markdown table")
     p.add_argument("runs", nargs="+", help="run folders or test_metrics.json files")

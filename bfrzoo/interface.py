@@ -201,3 +201,18 @@ class Restorer:
         raise ImageInputError(
             f"cannot restore a {type(images).__name__}; give a float tensor in [0, 1], a uint8 array or a PIL image"
         )
+
+    def restore_photo(
+        self, image: Any, options: Any = None, detector: Any = "auto", parser: Any = "auto"
+    ) -> tuple[Any, list[Any]]:
+        """Restore every face of a whole photo: detect, align, restore in batches, paste back.
+
+        ``image``: a PIL image, a uint8 / uint16 array ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` (RGB), or a float
+        tensor ``(3, H, W)`` in ``[0, 1]``; it is not modified. Returns ``(restored image of the same kind, faces)``
+        (a list of :class:`bfrzoo.face.photo.Face`: box, landmarks, score, alignment, crops). ``options`` is a
+        :class:`bfrzoo.face.photo.PhotoOptions`; ``detector`` ``"auto"`` / ``"retinaface"`` / ``"mtcnn"``;
+        ``parser`` ``"auto"`` / ``None`` / a weight file (see :func:`bfrzoo.face.photo.restore_photo`).
+        """
+        from bfrzoo.face.photo import restore_photo
+
+        return restore_photo(self, image, options=options, detector=detector, parser=parser)

@@ -114,20 +114,31 @@ def test_degrade_and_restore_commands(tmp_path: Path, monkeypatch: pytest.Monkey
 
     net = bfrzoo.create_restorer("unet", base_channels=8, depth=2)
     weights = export_restorer(net, "unet", {"base_channels": 8, "depth": 2}, tmp_path / "restorer.pt")
-    main(["restore", "--weights", str(weights), str(tmp_path / "lq"), str(tmp_path / "out")])
+    # The old positional form `restore IN OUT` is refused with the one line that says what to type now.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["restore", "--weights", str(weights), str(tmp_path / "lq"), str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path / 'out'} --aligned" in err and len(err.strip().splitlines()) == 1
+    main(["restore", str(tmp_path / "lq"), "--weights", str(weights), "--out", str(tmp_path / "out"), "--aligned", "-q"])
     from bfrzoo.io import read_image
 
     for f in (tmp_path / "lq").glob("*.png"):
         # an untrained U-Net is the identity: the output equals its input to 8-bit rounding
         assert torch.equal(read_image(tmp_path / "out" / f.name), read_image(f))
+    assert "3 of 3 inputs restored" in capsys.readouterr().out
 
-    # A corrupt input: one clear error, and no output folder left behind.
+    # A corrupt input among good ones: reported in one line, the others restored, exit 1 at the end.
     (tmp_path / "lq" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(SystemExit) as exit_info:
-        main(["restore", "--weights", str(weights), str(tmp_path / "lq"), str(tmp_path / "out2")])
-    assert exit_info.value.code == 2
-    assert "broken.png" in capsys.readouterr().err
-    assert not (tmp_path / "out2").exists() and not list(tmp_path.glob(".out2*"))
+        main(["restore", str(tmp_path / "lq"), "--weights", str(weights), "--out", str(tmp_path / "out2"), "--aligned", "-q"])
+    assert exit_info.value.code == 1
+    captured = capsys.readouterr()
+    assert [line for line in captured.err.splitlines() if line.startswith("bfrzoo: failed:")] == [
+        line for line in captured.err.splitlines() if "broken.png" in line
+    ] and "broken.png" in captured.err
+    assert "3 of 4 inputs restored" in captured.out
+    assert sorted(p.name for p in (tmp_path / "out2").glob("*.png")) == sorted(p.name for p in (tmp_path / "out").glob("*.png"))
 
 
 def test_ddp_two_processes_on_cpu_train_and_score_like_one_process(tmp_path: Path) -> None:
@@ -216,13 +227,13 @@ def test_bf16_mixed_precision_demo_fit_records_its_precision(tmp_path: Path, mon
     assert abs(table - recomputed) < 0.05
 
 
-def test_restore_folder_batches_mixed_sizes_and_keeps_each_size(tmp_path: Path) -> None:
+def test_restore_aligned_batches_mixed_sizes_and_keeps_each_size(tmp_path: Path) -> None:
     """Consecutive same-size files share a forward pass, other sizes get their own; outputs keep their input's size
     (an untrained U-Net is the identity, so each output equals its input exactly after 8-bit rounding)."""
     import bfrzoo
     from bfrzoo.io import read_image, sample_root
-    from bfrzoo.restore_folder import restore_folder
     from bfrzoo.registry import export_restorer
+    from bfrzoo.restore_run import RestoreSettings, run_restore
 
     src = tmp_path / "in"
     src.mkdir()
@@ -231,7 +242,9 @@ def test_restore_folder_batches_mixed_sizes_and_keeps_each_size(tmp_path: Path) 
         (src / f.name).write_bytes(f.read_bytes())
     weights = export_restorer(bfrzoo.create_restorer("unet", base_channels=8, depth=2), "unet",
                               {"base_channels": 8, "depth": 2}, tmp_path / "restorer.pt")
-    assert restore_folder(src, tmp_path / "out", weights=weights, device="cpu", batch_size=2) == 5
+    summary = run_restore(RestoreSettings(inputs=(str(src),), out_dir=tmp_path / "out", weights=str(weights), aligned=True,
+                                          device="cpu", batch_size=2), progress=False)
+    assert summary.count("restored") == 5 and not summary.failed
     for f in files:
         restored = read_image(tmp_path / "out" / f"{f.stem}.png")
         assert torch.equal(restored, read_image(f)), f.name

@@ -23,7 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-EXPECTED = ("01_quickstart", "02_restore_and_evaluate", "03_train_demo")
+EXPECTED = ("01_quickstart", "02_restore_and_evaluate", "03_train_demo", "04_restore_photos", "05_compare_models")
 
 #: Run before the notebook's code: offline, empty weight cache, 1 thread, headless matplotlib, no network.
 PREAMBLE = textwrap.dedent(
@@ -74,6 +74,24 @@ RESULTS: dict[str, dict[str, str]] = {
         "test_psnr": "test_psnr",
         "reproduced_psnr": "reproduced_psnr",
         "lq_baseline_psnr": "lq_baseline_psnr",
+    },
+    "04_restore_photos": {
+        "faces_per_photo": "faces_per_photo",
+        "output_sizes_match": "output_sizes_match",
+        "crop_shapes": "sorted({f.crop.shape for r in results.values() for f in r[2]})",
+        "identity_max_diff": "max(int(np.abs(np.asarray(r[1], dtype=int) - np.asarray(r[0].convert('RGB'), dtype=int)).max()) "
+        "for r in results.values())",
+        "cli_counts": "cli_counts",
+        "cli_faces": "cli_faces",
+        "rerun_skipped": "rerun_skipped",
+        "figures": "figures",
+    },
+    "05_compare_models": {
+        "models": "list(models)",
+        "table": "table",
+        "same_faces": "same_faces",
+        "photo_faces": "len(first)",
+        "figures": "figures",
     },
 }
 
@@ -163,7 +181,7 @@ def execute(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str]
 
 
 # ------------------------------------------------------------------------------------------- format
-def test_the_three_notebooks_and_their_sources_exist() -> None:
+def test_the_notebooks_and_their_sources_exist() -> None:
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(EXPECTED)
     assert sorted(p.stem for p in (NOTEBOOKS / "src").glob("*.py")) == sorted(EXPECTED)
     assert set(RESULTS) == set(EXPECTED)
@@ -252,3 +270,29 @@ def test_03_train_demo_writes_a_run_whose_table_reproduces(execute: Callable[[st
     assert math.isfinite(r["lq_baseline_psnr"]) and abs(r["test_psnr"] - r["lq_baseline_psnr"]) < 3.0
     assert (run / "test_grid.png").is_file() and (run / "restorer.pt").is_file()
     assert "| unet |" in (run / "test_metrics.md").read_text() and "| unet |" in r["_stdout"]
+
+
+def test_04_restores_the_sample_photos_and_the_cli_agrees(execute: Callable[[str], dict[str, Any]]) -> None:
+    r = execute("04_restore_photos")
+    assert r["faces_per_photo"]["psfrgan_test_hzgg.jpg"] == 3 and r["faces_per_photo"]["gfpgan_Blake_Lively.jpg"] == 2
+    assert r["faces_per_photo"]["codeformer_00.jpg"] >= 3
+    assert r["output_sizes_match"] and r["crop_shapes"] == [[256, 256, 3]]
+    # offline the notebook falls back to the untrained U-Net: the identity, up to the resampling of two warps
+    assert "no released weights here: weight file 'GPEN-BFR-512.pth'" in r["_stdout"]
+    assert r["identity_max_diff"] < 128
+    assert r["cli_counts"] == {"restored": 1, "skipped": 0, "failed": 0} and r["cli_faces"] == {"psfrgan_test_hzgg.jpg": 3}
+    assert r["rerun_skipped"] == 1
+    assert r["figures"] == ["aligned_crops.png", "before_after_0.png", "before_after_1.png", "before_after_2.png"]
+
+
+def test_05_compares_every_model_on_the_same_faces(execute: Callable[[str], dict[str, Any]]) -> None:
+    r = execute("05_compare_models")
+    assert "unet (tiny, random)" in r["models"] and "gpen (tiny, random)" in r["models"] and "unet (tiny, 40 steps)" in r["models"]
+    table = r["table"]
+    assert set(table) == {"LQ", *r["models"]}
+    assert all(math.isfinite(v) for row in table.values() for v in row.values())
+    # an untrained U-Net is the identity: its scores are the LQ's; training moves them
+    assert abs(table["unet (tiny, random)"]["psnr"] - table["LQ"]["psnr"]) < 1e-3
+    assert table["unet (tiny, 40 steps)"]["psnr"] != table["LQ"]["psnr"]
+    assert r["same_faces"] and r["photo_faces"] == 3
+    assert {"faces_by_model.png", "photo_faces_by_model.png"} <= set(r["figures"])  # + metrics.png with matplotlib
