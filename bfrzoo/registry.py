@@ -28,6 +28,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "bfrzoo.models.parsenet",
     "bfrzoo.models.psfrgan",
     "bfrzoo.models.multiscale_discriminator",
+    "bfrzoo.models.mpcnet",
 )
 
 F = TypeVar("F", bound=Callable[..., nn.Module])

@@ -15,6 +15,10 @@ WEIGHT_FREE = {
     "stylegan2_prior": ["--model.init_args.metrics_pretrained", "false"],
     "parsenet": [],
     "psfrgan": ["--model.init_args.metrics_pretrained", "false", "--model.init_args.pretrained_losses", "false"],
+    "mpcnet": ["--model.init_args.metrics_pretrained", "false", "--model.init_args.pretrained_losses", "false",
+               "--model.init_args.require_priors", "false"],
+    "mpcnet_prior": ["--model.init_args.metrics_pretrained", "false"],
+    "mpcnet_parser": [],
 }
 
 
@@ -30,7 +34,7 @@ def test_every_recipe_is_covered_here() -> None:
 
 @pytest.mark.parametrize("name", sorted(WEIGHT_FREE))
 def test_full_recipe_instantiates_with_the_papers_settings(name: str, tmp_path: Path) -> None:
-    with pytest.warns(UserWarning) if name in ("gpen", "psfrgan") else _nothing():  # no prior / parser checkpoint
+    with pytest.warns(UserWarning) if name in ("gpen", "psfrgan", "mpcnet") else _nothing():  # no prior / parser checkpoint
         cli = _instantiate(name, WEIGHT_FREE[name], tmp_path)
     hp, data = cli.model.hparams, cli.datamodule
     assert data.size == 512  # full scale (the data root defaults to the embedded sample; real runs pass --data.root)
@@ -47,6 +51,21 @@ def test_full_recipe_instantiates_with_the_papers_settings(name: str, tmp_path: 
     elif name == "parsenet":  # PSFR-GAN appendix A
         assert (hp.lr, tuple(hp.betas)) == (2e-4, (0.9, 0.999)) and data.batch_size == 8 and data.with_masks
         assert hp.restorer_args["res_depth"] == 10 and data.preset == "psfrgan"
+    elif name == "mpcnet":  # MPCNet Sec. 3.2-3.4 and 4.1
+        net = cli.model.net
+        assert cli.model.restorer_name == "mpcnet" and net.size == 512 and sorted(map(int, net.apff)) == [8, 16, 32, 64, 128, 256, 512]
+        assert net.prior.noise_mode == "none" and len(net.parser.body) == 10 and len(net.parser.decoder) == 7
+        assert (hp.lr, tuple(hp.betas), hp.eps) == (2e-4, (0.9, 0.99), 1e-8) and hp.loss_network == "vggface"
+        assert data.preset == "mpcnet" and data.batch_size == 8 and data.flip
+        opts, scheds = cli.model.configure_optimizers()
+        assert [type(s["scheduler"]).__name__ for s in scheds] == ["ReduceLROnPlateau"] * 2
+        assert scheds[0]["scheduler"].factor == 0.5
+    elif name == "mpcnet_prior":  # the prior MPCNet embeds: StyleGAN2 512 without noise inputs
+        assert (hp.size, hp.style_dim, hp.n_mlp, hp.channel_multiplier, hp.noise_mode) == (512, 512, 8, 2, "none")
+    elif name == "mpcnet_parser":  # 7 down-sample, 10 residual, 7 up-sample residual blocks at 512 (Sec. 3.2.3)
+        net = cli.model.net
+        assert len(net.encoder) - 1 == 7 and len(net.body) == 10 and len(net.decoder) == 7
+        assert data.preset == "mpcnet" and data.with_masks
     elif name == "stylegan2_prior":  # StyleGAN2 config F as GPEN's prior
         assert (hp.lr, tuple(hp.betas), hp.r1_gamma, hp.d_reg_every) == (0.002, (0.0, 0.99), 10.0, 16)
         assert (hp.size, hp.channel_multiplier, hp.noise_mode) == (512, 2, "concat")

@@ -1,6 +1,8 @@
 """Reusable building blocks. Blocks never import models, tasks, Lightning or data code."""
 from __future__ import annotations
 
+from bfrzoo.blocks.apff import APFF, RCAB, SFT, AdaIN, adain
+from bfrzoo.blocks.frozen import FrozenFeatureNet
 from bfrzoo.blocks.stylegan2 import (
     NOISE_MODES,
     Blur,
@@ -30,7 +32,13 @@ from bfrzoo.blocks.stylegan2 import (
 )
 
 __all__ = [
+    "APFF",
     "NOISE_MODES",
+    "RCAB",
+    "SFT",
+    "AdaIN",
+    "FrozenFeatureNet",
+    "adain",
     "Blur",
     "ConstantInput",
     "ConvLayer",

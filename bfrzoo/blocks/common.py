@@ -155,8 +155,18 @@ class SpectralNormConv2d(nn.Module):
         self.weight_orig = nn.Parameter(conv.weight.detach().clone())
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
         rows, cols = conv.weight.shape[0], conv.weight[0].numel()
-        self.register_buffer("weight_u", F.normalize(conv.weight.new_empty(rows).normal_(), dim=0, eps=eps))
-        self.register_buffer("weight_v", F.normalize(conv.weight.new_empty(cols).normal_(), dim=0, eps=eps))
+        u = F.normalize(conv.weight.new_empty(rows).normal_(), dim=0, eps=eps)
+        v = F.normalize(conv.weight.new_empty(cols).normal_(), dim=0, eps=eps)
+        if not conv.weight.is_meta:
+            # 15 power iterations at creation, as torch.nn.utils.parametrizations.spectral_norm does, so a network
+            # evaluated before any training step uses a good estimate of sigma (a loaded checkpoint replaces u, v)
+            with torch.no_grad():
+                mat = conv.weight.detach().flatten(1)
+                for _ in range(15):
+                    v = F.normalize(mat.t() @ u, dim=0, eps=eps)
+                    u = F.normalize(mat @ v, dim=0, eps=eps)
+        self.register_buffer("weight_u", u)
+        self.register_buffer("weight_v", v)
 
     def normalized_weight(self) -> torch.Tensor:
         """``weight_orig / sigma``, with ``u``, ``v`` updated first in training mode. Computed in the parameter

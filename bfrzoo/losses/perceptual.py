@@ -77,24 +77,37 @@ class PerceptualLoss(nn.Module):
         return self.distance(fx, fy)
 
 
+#: MPCNet's Gram-matrix layers (Eq. 10).
+STYLE_LAYERS: Mapping[str, float] = {"relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0, "relu5_1": 1.0}
+
+
 class StyleLoss(nn.Module):
-    """Gram-matrix style loss, MPCNet Eq. (10): ``sum_l w_l * ||G(phi_l(x)) - G(phi_l(y))||_F^2`` with
-    :func:`gram_matrix`'s ``1 / (C H W)`` normalisation, averaged over the batch; ``y`` is detached.
+    """Gram-matrix style loss (Gatys et al. 2016), MPCNet Eq. (10), averaged over the batch; ``y`` is detached.
+
+    ``normalization="gram"`` (default): ``sum_l w_l * ||G(phi_l(x)) - G(phi_l(y))||_F^2`` with
+    :func:`gram_matrix` ``= phi^T phi / (C H W)`` (Johnson et al. 2016's form of the Gatys loss, whose Gram carries
+    the ``1 / (C H W)`` of Eq. 10). ``"eq10"``: Eq. (10) typeset literally, the squared norm of the UNnormalised
+    Gram difference divided once by ``C H W``, i.e. ``C H W`` times the ``"gram"`` value: it grows with the image
+    area (about 1e7 times larger at 512 px), so no fixed weight suits it across sizes; offered for comparison.
 
     Args:
         layer_weights: VGG ReLU layer -> weight (MPCNet: relu2_1, relu3_1, relu4_1, relu5_1, weight 1 each).
         network / pretrained / vgg: as :class:`PerceptualLoss`.
+        normalization: ``"gram"`` or ``"eq10"`` (see above).
     """
 
     def __init__(
         self,
-        layer_weights: Mapping[str, float] = {"relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0, "relu5_1": 1.0},  # noqa: B006 - read only
+        layer_weights: Mapping[str, float] = STYLE_LAYERS,
         network: VGGNetwork = "vggface",
         pretrained: bool | str | Path = True,
         vgg: VGGFeatures | None = None,
+        normalization: Literal["gram", "eq10"] = "gram",
     ) -> None:
         super().__init__()
-        self.layer_weights = dict(layer_weights)
+        if normalization not in ("gram", "eq10"):
+            raise BfrzooError(f"normalization must be 'gram' or 'eq10', got {normalization!r}")
+        self.layer_weights, self.normalization = dict(layer_weights), normalization
         self.vgg = _vgg(self.layer_weights, network, pretrained, vgg)
 
     def distance(self, fx: Mapping[str, torch.Tensor], fy: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -102,7 +115,10 @@ class StyleLoss(nn.Module):
         total = torch.zeros((), device=next(iter(fx.values())).device)
         for n, w in self.layer_weights.items():
             diff = gram_matrix(fx[n]) - gram_matrix(fy[n].detach())
-            total = total + w * diff.square().sum(dim=(1, 2)).mean()
+            term = diff.square().sum(dim=(1, 2)).mean()
+            if self.normalization == "eq10":
+                term = term * fx[n][0].numel()  # C H W
+            total = total + w * term
         return total
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

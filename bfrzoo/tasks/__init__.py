@@ -13,6 +13,7 @@ _TASKS = {
     "AdversarialTask": "bfrzoo.tasks.base",
     "GPENTask": "bfrzoo.tasks.gpen",
     "StyleGAN2PriorTask": "bfrzoo.tasks.stylegan2_prior",
+    "MPCNetTask": "bfrzoo.tasks.mpcnet",
     "ParseNetTask": "bfrzoo.tasks.parsenet",
     "PSFRGANTask": "bfrzoo.tasks.psfrgan",
 }

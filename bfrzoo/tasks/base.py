@@ -364,6 +364,7 @@ class RestorationTask(BfrzooTask):
     # --------------------------------------------------------------------------------- validation and test
     def _evaluate(self, batch: Batch, batch_idx: int, suite: nn.Module, stage: str) -> None:
         restored = self(batch["lq"]).float()
+        self._last_restored = restored  # (N, 3, H, W) in [0, 1]: for a subclass's extra validation values
         suite.update(restored, batch["hq"].float())
         if stage == "test" and self.trainer.is_global_zero:
             kept = sum(t.shape[0] for t in self._grid) // 3
@@ -461,6 +462,8 @@ class AdversarialTask(RestorationTask):
         self.automatic_optimization = False
         self.d_every = d_every
         self.g_every = g_every
+        #: Values of the validation that just ended, for the ``ReduceLROnPlateau`` schedulers that monitor them.
+        self.monitored_values: dict[str, float] = {}
 
     def optimizer_groups(self) -> tuple[torch.optim.Optimizer, ...]:
         """``(generator optimizer, discriminator optimizer, ...)``: at least one discriminator optimiser."""
@@ -483,7 +486,14 @@ class AdversarialTask(RestorationTask):
         optimizers = list(self.optimizer_groups())
         if len(optimizers) < 2:
             raise BfrzooError(f"{type(self).__name__}.optimizer_groups must return a generator and >= 1 discriminator optimizer")
-        schedulers = self.lr_scheduler_specs(optimizers)
+        schedulers = []
+        self._monitors: dict[int, str] = {}  # Lightning drops "monitor" under manual optimisation: kept here
+        for spec in self.lr_scheduler_specs(optimizers):
+            spec = dict(spec)
+            monitor = spec.pop("monitor", None)
+            if monitor:
+                self._monitors[id(spec["scheduler"])] = monitor
+            schedulers.append(spec)
         return (optimizers, schedulers) if schedulers else optimizers
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
@@ -515,14 +525,18 @@ class AdversarialTask(RestorationTask):
 
     def _step_schedulers(self, interval: str) -> None:
         """Manual optimisation steps no scheduler by itself: step those of ``interval`` ("step" every batch,
-        "epoch" after each validation, with their monitored value for ``ReduceLROnPlateau``)."""
+        "epoch" after each validation, with their monitored value for ``ReduceLROnPlateau``: taken from
+        :attr:`monitored_values`, which a subclass fills with this validation's values, else from the trainer's
+        logged metrics)."""
         if self._trainer is None:
             return
+        monitors = getattr(self, "_monitors", {})
         for config in self.trainer.lr_scheduler_configs:
             if config.interval != interval:
                 continue
-            if config.monitor:
-                value = self.trainer.callback_metrics.get(config.monitor)
+            monitor = monitors.get(id(config.scheduler))
+            if monitor:
+                value = self.monitored_values.get(monitor, self.trainer.callback_metrics.get(monitor))
                 if value is not None:
                     config.scheduler.step(float(value))
             else:
