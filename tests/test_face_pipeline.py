@@ -285,3 +285,38 @@ def test_one_torch_and_one_opencv_installed_and_the_photos_extra_keeps_it_so() -
                 assert sub.specifier.contains(installed[sub.name]), f"{req.name} wants {sub}, installed {installed[sub.name]}"
     setup = (REPO / "scripts" / "setup.sh").read_text()
     assert re.search(r"pip install .*--no-deps .*facexlib", setup), "setup.sh installs facexlib without its deps"
+
+
+def test_parsing_mask_keeps_the_face_classes_and_the_parser_resolves_like_every_weight_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bfrzoo.face.paste import FACE_CLASSES, parsing_mask
+    from bfrzoo.face.photo import load_face_parser
+    from bfrzoo.interface import PARSING_CLASSES
+    from bfrzoo.models.parsenet import ParseNet
+
+    monkeypatch.setenv("BFRZOO_HOME", str(tmp_path))
+    parser, note = load_face_parser("auto")
+    assert parser is None and "feathered mask" in note and "parsing_parsenet.pth" in note
+    assert load_face_parser("none") == (None, "feathered mask")
+    with pytest.raises(WeightsNotFoundError, match="missing.pth"):
+        load_face_parser(tmp_path / "missing.pth")
+
+    class Labels(torch.nn.Module):
+        """A 'parser' whose logits put skin (a face class) in the centre square and hair around it."""
+
+        in_size = 64
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = torch.zeros(x.shape[0], len(PARSING_CLASSES), 64, 64)
+            logits[:, PARSING_CLASSES.index("hair")] = 1.0
+            logits[:, PARSING_CLASSES.index("skin"), 16:48, 16:48] = 2.0
+            return logits, x
+
+    assert "skin" in FACE_CLASSES and "hair" not in FACE_CLASSES
+    mask = parsing_mask(Labels(), torch.rand(2, 3, 128, 128))
+    assert mask.shape == (2, 1, 128, 128) and mask[:, :, 64, 64].min() > 0.95 and mask[:, :, 8, 8].max() < 0.01
+    # the zoo's ParseNet itself (tiny, random weights): the mask runs end to end and stays in [0, 1]
+    tiny = ParseNet(in_size=64, out_size=64, min_feat_size=16, base_ch=8, res_depth=1, ch_range=(8, 16)).eval()
+    soft = parsing_mask(tiny, torch.rand(1, 3, 96, 96))
+    assert soft.shape == (1, 1, 96, 96) and 0 <= soft.min() and soft.max() <= 1
