@@ -93,6 +93,12 @@ def lightning_main(command: str, argv: list[str]) -> None:
         raise BfrzooError("--demo needs --recipe NAME")
     elif not any(a in ("-h", "--help", "--config", "-c") or a.startswith("--config=") for a in rest):
         raise BfrzooError(f"`bfrzoo {command}` needs --recipe NAME (one of: {', '.join(list_recipes())})")
+    if recipe is not None and any(a in ("-h", "--help") for a in rest):
+        # LightningCLI's help hides the task's arguments (subclass mode) and shows class defaults: show the recipe's
+        from bfrzoo.recipe_help import format_recipe_help
+
+        print(format_recipe_help(command, recipe, demo, configs, rest))
+        return
     if any("wandb" in a.lower() for a in rest) and not os.environ.get("WANDB_API_KEY"):
         os.environ.setdefault("WANDB_MODE", "offline")  # wandb without an API key logs locally, never fails
     from bfrzoo.training import BfrzooCLI

@@ -78,12 +78,26 @@ def check_images(
     return x
 
 
+#: How far outside ``[0, 1]`` a float input may lie (rounding of a resize or a colour conversion) before
+#: :class:`Restorer` refuses it; values within the tolerance are clamped.
+RANGE_TOLERANCE: float = 1e-3
+
+#: PIL modes of 16-bit (or 32-bit integer) grayscale images: scaled by 65535, not clipped at 255.
+_PIL_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def _pil_to_tensor(img: Image) -> torch.Tensor:
+    if img.mode in _PIL_16BIT_MODES:
+        return _array_to_tensor(np.asarray(img).astype(np.uint16 if img.mode != "I" else np.int64))
+    if img.mode == "F":  # 32-bit float pixels: checked against [0, 1] like any float input
+        return _array_to_tensor(np.asarray(img, dtype=np.float32))
     arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(255.0)
 
 
 def _array_to_tensor(arr: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3|4)`` or ``(H, W)`` array -> ``(3, H, W)`` float: uint8 / 255, uint16 / 65535, float as it is
+    (its range is checked by :meth:`Restorer.restore_tensor`)."""
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=-1)
     if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
@@ -91,9 +105,35 @@ def _array_to_tensor(arr: np.ndarray) -> torch.Tensor:
     arr = arr[..., :3]
     if arr.dtype == np.uint8:
         return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).float().div(255.0)  # own the memory
+    if arr.dtype == np.uint16:
+        return torch.from_numpy(arr.astype(np.float32) / 65535.0).permute(2, 0, 1)
+    if np.issubdtype(arr.dtype, np.integer):  # PIL mode "I" (16-bit PNGs opened as 32-bit integers)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ImageInputError(
+                f"integer image values must be 0..65535 (16-bit), got {arr.min()}..{arr.max()}; give uint8 (0..255), "
+                "uint16 (0..65535) or float (0..1)"
+            )
+        return torch.from_numpy(arr.astype(np.float32) / 65535.0).permute(2, 0, 1)
     if np.issubdtype(arr.dtype, np.floating):
         return torch.from_numpy(np.array(arr, dtype=np.float32, copy=True)).permute(2, 0, 1)
-    raise ImageInputError(f"arrays must be uint8 (0..255) or float (0..1), got {arr.dtype}")
+    raise ImageInputError(f"arrays must be uint8 (0..255), uint16 (0..65535) or float (0..1), got {arr.dtype}")
+
+
+def check_range(x: torch.Tensor, name: str = "images", tolerance: float = RANGE_TOLERANCE) -> torch.Tensor:
+    """``x`` clamped to ``[0, 1]``, or one :class:`ImageInputError` when a value lies further than ``tolerance``
+    outside ``[0, 1]`` (0..255 data, or ``[-1, 1]`` model-range data, would otherwise saturate silently)."""
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    if lo < -tolerance or hi > 1.0 + tolerance:
+        if hi > 1.5:
+            hint = "0..255 data? divide it by 255"
+        elif lo < -tolerance:
+            hint = "[-1, 1] data? map it with (x + 1) / 2"
+        else:
+            hint = "clamp it to [0, 1]"
+        raise ImageInputError(
+            f"{name} must lie in [0, 1] (tolerance {tolerance:g}), got values from {lo:.4g} to {hi:.4g}: {hint}"
+        )
+    return x.clamp(0.0, 1.0)
 
 
 def restore_batch(net: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -170,8 +210,10 @@ class Restorer:
 
     @torch.inference_mode()
     def restore_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` float in ``[0, 1]`` -> the same shape, restored, on the input's device."""
-        x = check_images(x)
+        """``(N, 3, H, W)`` float in ``[0, 1]`` -> the same shape, restored, on the input's device. Values further
+        than :data:`RANGE_TOLERANCE` outside ``[0, 1]`` are refused (one :class:`ImageInputError`), closer ones
+        clamped."""
+        x = check_range(check_images(x))
         out = torch.empty_like(x, dtype=torch.float32)
         for start in range(0, x.shape[0], self.batch_size):
             chunk = x[start : start + self.batch_size].to(self.device, torch.float32)
@@ -182,15 +224,20 @@ class Restorer:
         return restore_batch(self.net, x, self.dtype)
 
     def restore(self, images: torch.Tensor | np.ndarray | Image | Sequence[Any]) -> Any:
-        """Restore a tensor ``(N,3,H,W)``/``(3,H,W)`` in ``[0,1]``, a uint8 ``(H,W,3)`` array, a PIL image, or a
-        list of those (sizes may differ). Returns the same kind of object."""
+        """Restore a tensor ``(N,3,H,W)``/``(3,H,W)`` in ``[0,1]``, a ``(H,W,3)`` array (uint8 0..255, uint16
+        0..65535 or float 0..1), a PIL image (8-bit, or 16-bit grayscale ``I;16``), or a list of those (sizes may
+        differ). Returns the same kind of object (arrays keep their dtype; PIL images come back 8-bit RGB)."""
         if isinstance(images, torch.Tensor):
             squeeze = images.ndim == 3
             y = self.restore_tensor(images)
             return y[0] if squeeze else y
         if isinstance(images, np.ndarray):
-            y = self.restore_tensor(_array_to_tensor(images).unsqueeze(0))[0]
-            return (y.permute(1, 2, 0).mul(255).round().byte().cpu().numpy()) if images.dtype == np.uint8 else y.permute(1, 2, 0).cpu().numpy()
+            y = self.restore_tensor(_array_to_tensor(images).unsqueeze(0))[0].permute(1, 2, 0).cpu()
+            if images.dtype == np.uint8:
+                return y.mul(255).round().byte().numpy()
+            if images.dtype == np.uint16:
+                return y.double().mul(65535).round().numpy().astype(np.uint16)
+            return y.numpy()
         if isinstance(images, (list, tuple)):
             return [self.restore(im) for im in images]
         if hasattr(images, "convert"):  # PIL image

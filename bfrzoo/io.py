@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,36 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
+#: EXIF orientations (tag 0x0112) that swap width and height once the image is turned upright.
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def _unreadable(path: Path, exc: BaseException) -> ImageInputError:
+    return ImageInputError(
+        f"cannot read image {str(path)!r} ({type(exc).__name__}: {exc}); the file is corrupt or not an image: "
+        "replace or remove it"
+    )
+
+
+def _exif_orientation(img: Any) -> int | None:
+    """The EXIF orientation tag of an opened image, read from its header without decoding the pixels (PIL's
+    ``getexif`` of a PNG loads the whole image to look for an ``eXIf`` chunk after the pixel data, so for PNGs
+    only an ``eXIf`` chunk before the pixels is seen here; :func:`read_image` sees every one)."""
+    from PIL import Image
+
+    if img.format == "PNG":
+        raw = img.info.get("exif")
+        if not raw:
+            return None
+        exif = Image.Exif()
+        exif.load(raw)
+        return exif.get(0x0112)
+    return img.getexif().get(0x0112)
+
+
 def check_image_file(path: str | Path) -> tuple[int, int]:
-    """Cheap integrity check without decoding the pixels (header, and chunk CRCs for PNG): ``(width, height)``.
+    """Cheap integrity check without decoding the pixels (header, and chunk CRCs for PNG): ``(width, height)`` of
+    the image as :func:`read_image` returns it (turned upright by its EXIF orientation).
 
     Lets a folder command refuse a broken input before doing any work; a file that passes can still fail to
     decode (a truncated JPEG), which :func:`read_image` then reports with the same kind of error.
@@ -53,36 +81,74 @@ def check_image_file(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             size = img.size
+            if _exif_orientation(img) in _TRANSPOSING_ORIENTATIONS:
+                size = (size[1], size[0])
             img.verify()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageInputError(
-            f"cannot read image {str(path)!r} ({type(exc).__name__}: {exc}); the file is corrupt or not an image: "
-            "replace or remove it"
-        ) from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise _unreadable(path, exc) from exc
     return size
 
 
+def check_image_files(paths: Sequence[str | Path]) -> list[tuple[int, int]]:
+    """:func:`check_image_file` of every path, before any work: ``(width, height)`` of each. When some fail,
+    ONE :class:`ImageInputError` lists every bad file, one line each (so a user fixes all of them at once)."""
+    sizes: list[tuple[int, int]] = []
+    bad: list[str] = []
+    for path in paths:
+        try:
+            sizes.append(check_image_file(path))
+        except ImageInputError as exc:
+            bad.append(str(exc))
+    if bad:
+        lines = "\n".join(f"  {line}" for line in bad)
+        raise ImageInputError(f"{len(bad)} of {len(paths)} input images cannot be read; nothing was done:\n{lines}")
+    return sizes
+
+
 def read_image(path: str | Path) -> torch.Tensor:
-    """An image file -> ``(3, H, W)`` float in ``[0, 1]`` (grayscale expanded, alpha dropped, 16-bit scaled)."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file -> ``(3, H, W)`` float in ``[0, 1]``: turned upright by its EXIF orientation (as viewers show
+    it), grayscale expanded, alpha dropped, 16-bit grayscale scaled by 65535 (PIL reads 16-bit RGB PNGs as 8-bit)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode in ("I;16", "I;16B", "I"):
+            img = ImageOps.exif_transpose(img)  # a camera's rotated JPEG: the pixels as the photo was taken
+            if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
                 arr = np.asarray(img, dtype=np.float32) / 65535.0
                 arr = np.repeat(arr[..., None], 3, axis=-1)
             else:
                 arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageInputError(
-            f"cannot read image {str(path)!r} ({type(exc).__name__}: {exc}); the file is corrupt or not an image: "
-            "replace or remove it"
-        ) from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise _unreadable(path, exc) from exc
     if arr.shape[0] < 8 or arr.shape[1] < 8:
         raise ImageInputError(f"image {str(path)!r} is {arr.shape[1]}x{arr.shape[0]}; at least 8x8 pixels are needed")
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+
+
+def check_output_dir(path: str | Path, what: str = "output folder", create: bool = True) -> Path:
+    """Check, before any work, that the folder ``path`` can be written: create it (``create=False``: only its
+    parent) and write a probe file there. One :class:`BfrzooError` saying what is wrong otherwise: a path under
+    an existing FILE, a folder without write permission, a read-only file system. ``what`` names the option or
+    argument in the message."""
+    path = Path(path).expanduser()
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        where = "is a file" if blocking == path else f"is under {str(blocking)!r}, which is a file"
+        raise BfrzooError(f"{what} {str(path)!r} {where}, not a folder; choose another folder")
+    folder = path if create else path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".bfrzoo-write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise BfrzooError(
+            f"{what} {str(path)!r} cannot be written ({exc.strerror or type(exc).__name__} in {str(folder)!r}); "
+            "choose a folder you can write to"
+        ) from exc
+    return path
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
@@ -133,9 +199,9 @@ def atomic_output_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[
     A non-empty ``out_dir`` is refused unless ``overwrite``; on any error nothing is left behind.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+    check_output_dir(out_dir, "output folder", create=False)  # not under a file, writable: before any work
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise BfrzooError(f"output {str(out_dir)!r} exists and is not empty; choose a new folder or pass --overwrite")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
         yield tmp

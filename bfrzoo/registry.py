@@ -286,9 +286,12 @@ def load_restorer(path: str | Path) -> nn.Module:
 
     obj = read_checkpoint(path, "restorer")
     if not isinstance(obj, Mapping) or not isinstance(obj.get("restorer"), str):
+        from bfrzoo.weights import describe_checkpoint
+
         raise BfrzooError(
-            f"{str(path)!r} has no restorer name; it is not a bfrzoo restorer.pt. For a Lightning .ckpt use "
-            "`bfrzoo predict --recipe NAME --ckpt_path FILE`; for an official checkpoint use bfrzoo.from_official"
+            f"{str(path)!r} is {describe_checkpoint(obj)}, not a restorer.pt; a restorer.pt is what `bfrzoo fit` "
+            "leaves in the run folder (for a Lightning .ckpt use `bfrzoo predict --recipe NAME --ckpt_path FILE`; "
+            "for an official checkpoint bfrzoo.from_official)"
         )
     args = obj.get("args", {})
     if not isinstance(args, Mapping):

@@ -185,3 +185,41 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, tor
     """Load a weight file safely (:func:`read_checkpoint`) and return the state dict inside it
     (:func:`unwrap_state_dict`)."""
     return unwrap_state_dict(read_checkpoint(path, what))
+
+
+#: Top-level keys of a Lightning checkpoint (``Trainer.save_checkpoint``); a file with ``state_dict`` and one of
+#: these is treated as one.
+LIGHTNING_CHECKPOINT_KEYS: tuple[str, ...] = ("pytorch-lightning_version", "epoch", "optimizer_states")
+
+
+def is_lightning_checkpoint(obj: object) -> bool:
+    """True for a loaded Lightning training checkpoint (``state_dict`` + a Lightning bookkeeping key)."""
+    return isinstance(obj, Mapping) and "state_dict" in obj and any(k in obj for k in LIGHTNING_CHECKPOINT_KEYS)
+
+
+def describe_checkpoint(obj: object) -> str:
+    """What a loaded checkpoint is, in words, for messages that refuse it where another kind is needed: a
+    ``restorer.pt``, a ``parser.pt``, a ``prior.pt`` (each with the option that takes it), a Lightning checkpoint
+    (and of which task), an official / plain state dict, or an unknown object."""
+    from bfrzoo.models.gan_prior import PRIOR_KIND
+    from bfrzoo.models.parsenet import PARSER_KIND
+    from bfrzoo.registry import RESTORER_KIND
+
+    if not isinstance(obj, Mapping):
+        return f"a {type(obj).__name__}, not a checkpoint"
+    kind = obj.get("kind")
+    if kind == RESTORER_KIND:
+        return (f"a restorer.pt of {obj.get('restorer')!r} (the trained network alone, written at the end of "
+                "`bfrzoo fit`)")
+    if kind == PARSER_KIND:
+        return ("a parser.pt (the face-parsing network of `bfrzoo fit --recipe parsenet`; it goes to "
+                "--model.parser_checkpoint of the psfrgan recipe)")
+    if kind == PRIOR_KIND:
+        return ("a prior.pt (the StyleGAN2 GAN prior of `bfrzoo fit --recipe stylegan2_prior`; it goes to "
+                "--model.prior_checkpoint of the gpen recipe)")
+    if is_lightning_checkpoint(obj):
+        task = (obj.get("hyper_parameters") or {}).get("_class_path", "an unknown task")
+        return f"a Lightning training checkpoint of {task}"
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return "a plain state dict (for example the original authors' release)"
+    return f"an unknown checkpoint (top-level keys: {', '.join(map(str, list(obj)[:8]))})"

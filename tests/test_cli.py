@@ -1,10 +1,12 @@
 """The `bfrzoo` command: listing, errors, and the demo `fit -> test -> table` path on the embedded faces."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -60,9 +62,26 @@ def test_bad_config_value_is_rejected(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_demo_fit_writes_checkpoint_table_grid_and_restorer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bfrzoo.registry
+
     monkeypatch.chdir(tmp_path)
+    exports: list[tuple[Path, dict]] = []
+    real_export = bfrzoo.registry.export_restorer
+
+    def counting_export(net, name, args, path, info=None):  # type: ignore[no-untyped-def]
+        exports.append((Path(path).resolve(), dict(info or {})))
+        return real_export(net, name, args, path, info)
+
+    monkeypatch.setattr(bfrzoo.registry, "export_restorer", counting_export)
     main(["fit", "--recipe", "unet", "--demo", *TINY])
     run = _run_dir(tmp_path / "runs" / "unet")
+    # restorer.pt is written ONCE (after the test), from the tested best checkpoint's EMA weights, and says so
+    best = next((run / "checkpoints").glob("best-*.ckpt"))
+    assert exports == [((run / "restorer.pt").resolve(), {"weights": "ema", "checkpoint": best.name, "tested": True})]
+    saved = torch.load(run / "restorer.pt", map_location="cpu", weights_only=True)
+    assert saved["info"] == {"weights": "ema", "checkpoint": best.name, "tested": True}
+    best_state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    assert saved["state_dict"] and all(torch.equal(v, best_state[f"net_ema.{k}"]) for k, v in saved["state_dict"].items())
     assert list((run / "checkpoints").glob("*.ckpt"))
     report = json.loads((run / "test_metrics.json").read_text())
     assert report["restorer"] == "unet" and report["num_images"] == 8
@@ -181,6 +200,17 @@ def test_table_flags_rows_scored_on_different_test_sets(tmp_path: Path) -> None:
     assert "NOT COMPARABLE" in mixed and "preset=psfrgan" in mixed and "preset=common" in mixed
 
 
+def test_table_of_a_json_without_metrics_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "test_metrics.json").write_text(json.dumps({"restorer": "unet", "num_images": 3}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["table", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bfrzoo: error: ") and len(err.splitlines()) == 1
+    assert "test_metrics.json lacks metrics: it is not a test_metrics.json written by `bfrzoo fit`" in err
+
+
 def test_predict_writes_one_png_per_input_of_any_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`bfrzoo predict` restores a folder of LQ images of mixed sizes into PNGs with the same stems; an untrained
     U-Net is the identity, so each output equals its input to 8-bit rounding."""
@@ -266,7 +296,32 @@ def test_resumed_fit_is_bitwise_identical_to_an_uninterrupted_one(
     monkeypatch.chdir(tmp_path / "resumed")
     main([*args, "--trainer.max_epochs", "1", "--test_after_fit", "false"])
     first = tmp_path / "resumed" / "runs" / recipe / "logs" / "version_0" / "checkpoints" / "last.ckpt"
-    main([*args, "--trainer.max_epochs", "2", "--test_after_fit", "false", "--ckpt_path", str(first)])
+    loads: list[object] = []  # weights_only of every file torch.load reads while resuming (Lightning's included)
+    real_load = torch.load
+
+    def spy_load(f, *a, **k):  # type: ignore[no-untyped-def]
+        if not isinstance(f, io.BytesIO):  # in-memory buffers bfrzoo made itself (torch-fidelity's empty init)
+            loads.append(k.get("weights_only"))
+        return real_load(f, *a, **k)
+
+    with monkeypatch.context() as patch, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        patch.setattr(torch, "load", spy_load)
+        main([*args, "--trainer.max_epochs", "2", "--test_after_fit", "false", "--ckpt_path", str(first)])
+    assert loads and all(w is True for w in loads), loads
+    # the resumed run continues in its own version_0 folder, and its best-checkpoint tracking survives (no
+    # "dirpath has changed ... won't be reloaded" reset): the best checkpoint is the uninterrupted run's
+    assert not [w for w in caught if "won't be reloaded" in str(w.message) or "dirpath has changed" in str(w.message)]
+    assert [p.name for p in first.parents[2].iterdir()] == ["version_0"]
+
+    def best_of(root: Path) -> tuple[str, float]:
+        state = torch.load(root / "runs" / recipe / "logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+        cb = next(v for k, v in state["callbacks"].items() if k.startswith("ModelCheckpoint"))
+        assert (root / cb["best_model_path"]).is_file()  # relative to the folder the run was started in
+        score = cb["best_model_score"]  # None for a checkpoint without a monitored metric (stylegan2_prior)
+        return Path(cb["best_model_path"]).name, None if score is None else float(score)
+
+    assert best_of(tmp_path / "resumed") == best_of(tmp_path / "straight")
 
     def weights(root: Path) -> dict[str, torch.Tensor]:
         ckpt = sorted(root.glob(f"runs/{recipe}/logs/version_*/checkpoints/last.ckpt"))[-1]

@@ -209,3 +209,28 @@ def test_import_is_light() -> None:
     code = "import bfrzoo, sys; print(int('pytorch_lightning' in sys.modules), int('torchmetrics' in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ).stdout
     assert out.split() == ["0", "0"]
+
+
+def test_empty_pretrained_file_is_one_clear_error(tmp_path: Path) -> None:
+    """A 0-byte weight file (an interrupted copy) is named as such, not a torch unpickling traceback."""
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(BfrzooError) as err:
+        bfrzoo.create_restorer("unet", pretrained=tmp_path / "empty.pt", base_channels=8, depth=2)
+    assert str(err.value) == (
+        f"checkpoint {str(tmp_path / 'empty.pt')!r} is empty (0 bytes): an interrupted copy or download; get the file again"
+    )
+
+
+def test_restorer_pt_with_arguments_its_factory_rejects_is_a_mismatch_error(tmp_path: Path) -> None:
+    """A crafted or damaged restorer.pt (``base_channels: "abc"``) is refused as a CheckpointMismatchError naming
+    the arguments, not a TypeError from inside the network's constructor."""
+    from bfrzoo.registry import RESTORER_KIND, load_restorer
+
+    torch.save({"kind": RESTORER_KIND, "restorer": "unet", "args": {"base_channels": "abc"}, "state_dict": {}},
+               tmp_path / "restorer.pt")
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_restorer(tmp_path / "restorer.pt")
+    assert "{'base_channels': 'abc'}" in str(err.value) and "'unet' factory rejects" in str(err.value)
+    torch.save({"kind": RESTORER_KIND, "restorer": "unet", "args": ["abc"], "state_dict": {}}, tmp_path / "list.pt")
+    with pytest.raises(CheckpointMismatchError, match="not a mapping of architecture arguments"):
+        load_restorer(tmp_path / "list.pt")

@@ -10,6 +10,7 @@ them.
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,7 +23,12 @@ from bfrzoo.data.datamodule import eval_seed
 from bfrzoo.data.datasets import resize_image, resolve_split
 from bfrzoo.data.presets import get_preset
 from bfrzoo.errors import BfrzooError
-from bfrzoo.io import atomic_output_dir, read_image, write_png
+from bfrzoo.io import atomic_output_dir, check_image_files, read_image, write_png
+
+#: The largest image ``degrade_folder`` degrades, in pixels (width x height after the optional ``size`` resize):
+#: 4096 x 4096. The per-image executor needs about 50 bytes per pixel (a 6000 x 4000 photo: about 1.1 GB), so a
+#: folder of camera photos is refused, before any work, with the names and sizes of the offending files.
+MAX_DEGRADE_PIXELS: int = 4096 * 4096
 
 
 def degrade_folder(
@@ -55,6 +61,7 @@ def degrade_folder(
         raise BfrzooError(f"images share the stem(s) {dupes[:3]} in {str(folder)!r}; LQ files are <stem>.png: rename them")
     if size is not None and (size <= 0 or size % 8):
         raise ValueError(f"size must be a positive multiple of 8, got {size}")
+    _check_inputs([folder / n for n in names], size)  # every header (no pixels decoded) before any work
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         for name, stem in tqdm(list(zip(names, stems)), desc="degrade", unit="img", disable=None):
             hq = resize_image(read_image(folder / name), size)
@@ -74,3 +81,20 @@ def degrade_folder(
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return len(names)
+
+
+def _check_inputs(paths: list[Path], size: int | None) -> None:
+    """Every input's header reads (one error listing every bad file) and no image is over
+    :data:`MAX_DEGRADE_PIXELS` once resized to ``size`` (sizes come from the headers: nothing is decoded)."""
+    side = math.isqrt(MAX_DEGRADE_PIXELS)
+    limit = f"bfrzoo degrade's limit of {MAX_DEGRADE_PIXELS / 1e6:.1f} Mpx ({side}x{side}, about 50 bytes of memory per pixel)"
+    if size is not None and size * size > MAX_DEGRADE_PIXELS:
+        raise BfrzooError(f"--size {size} makes {size}x{size} images, over {limit}; choose a smaller --size")
+    sizes = check_image_files(paths)
+    big = [(p, w, h) for p, (w, h) in zip(paths, sizes) if size is None and w * h > MAX_DEGRADE_PIXELS]
+    if big:
+        listed = "\n".join(f"  {str(p)!r}: {w}x{h} ({w * h / 1e6:.1f} Mpx)" for p, w, h in big)
+        raise BfrzooError(
+            f"{len(big)} input image(s) are over {limit}; crop the faces first or pass --size N to degrade N x N "
+            f"faces; nothing was written:\n{listed}"
+        )
