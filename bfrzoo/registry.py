@@ -29,6 +29,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "bfrzoo.models.psfrgan",
     "bfrzoo.models.multiscale_discriminator",
     "bfrzoo.models.mpcnet",
+    "bfrzoo.models.mmrbnet",
 )
 
 F = TypeVar("F", bound=Callable[..., nn.Module])

@@ -19,6 +19,8 @@ WEIGHT_FREE = {
                "--model.init_args.require_priors", "false"],
     "mpcnet_prior": ["--model.init_args.metrics_pretrained", "false"],
     "mpcnet_parser": [],
+    "mmrb": ["--model.init_args.metrics_pretrained", "false", "--model.init_args.pretrained_losses", "false",
+             "--model.init_args.require_pretrained", "false"],
 }
 
 
@@ -34,7 +36,7 @@ def test_every_recipe_is_covered_here() -> None:
 
 @pytest.mark.parametrize("name", sorted(WEIGHT_FREE))
 def test_full_recipe_instantiates_with_the_papers_settings(name: str, tmp_path: Path) -> None:
-    with pytest.warns(UserWarning) if name in ("gpen", "psfrgan", "mpcnet") else _nothing():  # no prior / parser checkpoint
+    with pytest.warns(UserWarning) if name in ("gpen", "psfrgan", "mpcnet", "mmrb") else _nothing():  # no prior / parser checkpoint
         cli = _instantiate(name, WEIGHT_FREE[name], tmp_path)
     hp, data = cli.model.hparams, cli.datamodule
     assert data.size == 512  # full scale (the data root defaults to the embedded sample; real runs pass --data.root)
@@ -60,6 +62,16 @@ def test_full_recipe_instantiates_with_the_papers_settings(name: str, tmp_path: 
         opts, scheds = cli.model.configure_optimizers()
         assert [type(s["scheduler"]).__name__ for s in scheds] == ["ReduceLROnPlateau"] * 2
         assert scheds[0]["scheduler"].factor == 0.5
+    elif name == "mmrb":  # journal Sec. III-IV, preprint Sec. 4.2
+        net, task = cli.model.net, cli.model
+        assert net.size == 512 and sum(type(m).__name__ == "MMRB" for m in net.modules()) == 6
+        assert (hp.lambda_g, hp.lambda_l, hp.lambda_l1, hp.lambda_fm, hp.lambda_fp) == (0.5, 3.0, 8.0, 0.02, 10.0)
+        lrs = {g["name"]: g["lr"] for o in task.optimizer_groups() for g in o.param_groups}
+        assert lrs == {"codec": 2e-3, "prior": 2e-4, "noise": 2e-3, "global_d": 2e-5, "local_d_left_eye": 2e-3,
+                       "local_d_right_eye": 2e-3, "local_d_mouth": 2e-3}
+        assert len(task.frozen_d) > 0 and not any(p.requires_grad for m in task.disc.conv_layers()[4] for p in m.parameters())
+        assert all(p.requires_grad for m in task.disc.conv_layers()[5] for p in m.parameters())
+        assert data.preset == "mmrb" and data.batch_size == 4 and data.with_masks
     elif name == "mpcnet_prior":  # the prior MPCNet embeds: StyleGAN2 512 without noise inputs
         assert (hp.size, hp.style_dim, hp.n_mlp, hp.channel_multiplier, hp.noise_mode) == (512, 512, 8, 2, "none")
     elif name == "mpcnet_parser":  # 7 down-sample, 10 residual, 7 up-sample residual blocks at 512 (Sec. 3.2.3)

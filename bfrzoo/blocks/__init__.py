@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from bfrzoo.blocks.apff import APFF, RCAB, SFT, AdaIN, adain
 from bfrzoo.blocks.frozen import FrozenFeatureNet
+from bfrzoo.blocks.mmrb import MMRB, PlainResBlock, mmrb_parameter_count
 from bfrzoo.blocks.stylegan2 import (
     NOISE_MODES,
     Blur,
@@ -33,7 +34,9 @@ from bfrzoo.blocks.stylegan2 import (
 
 __all__ = [
     "APFF",
+    "MMRB",
     "NOISE_MODES",
+    "PlainResBlock",
     "RCAB",
     "SFT",
     "AdaIN",
@@ -59,6 +62,7 @@ __all__ = [
     "Upsample",
     "fused_leaky_relu",
     "make_blur_kernel",
+    "mmrb_parameter_count",
     "set_grouped_modconv",
     "stylegan2_channels",
     "stylegan2_width",

@@ -4,6 +4,7 @@
   discriminator feature matching (PSFR-GAN Eq. 6, GPEN Eq. 3).
 - perceptual: VGG feature L1/L2 and the Gram-matrix style loss (VGG16 / VGG19 / VGGFace, :mod:`bfrzoo.losses.vgg`).
 - semantic_style: the semantic-aware style loss of PSFR-GAN (Eq. 4-5).
+- identity: the ArcFace identity (face preserving) loss of the MMRB network (Eq. 15).
 """
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ from bfrzoo.losses.adversarial import (
     logistic_g_loss,
     r1_penalty,
 )
+from bfrzoo.losses.identity import ARCFACE_IR_SE50, IdentityLoss
 from bfrzoo.losses.perceptual import LPIPSLoss, PerceptualLoss, StyleLoss, gram_matrix
 from bfrzoo.losses.semantic_style import SemanticStyleLoss, masked_gram, region_masks, semantic_style_loss
 from bfrzoo.losses.vgg import VGG_CONFIGS, VGG19Features, VGGFeatures
 
 __all__ = [
+    "ARCFACE_IR_SE50",
+    "IdentityLoss",
     "LPIPSLoss",
     "PerceptualLoss",
     "SemanticStyleLoss",

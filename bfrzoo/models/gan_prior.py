@@ -52,8 +52,10 @@ def read_gan_prior(path: str | Path) -> dict[str, Any]:
     """Read a GAN prior: ``{"generator": state, "discriminator": state | None, "generator_args": dict | None}``.
 
     Accepts the ``prior.pt`` of the ``stylegan2_prior`` recipe, that task's Lightning ``.ckpt`` (the EMA
-    generator ``net_ema.*`` is preferred over ``net.*``; the discriminator is ``disc.*``) and the common StyleGAN2
-    training layout ``{"g_ema": ..., "d": ...}`` (same key names as bfrzoo's Generator / Discriminator).
+    generator ``net_ema.*`` is preferred over ``net.*``; the discriminator is ``disc.*``), the common StyleGAN2
+    training layout ``{"g_ema": ..., "d": ...}`` (same key names as bfrzoo's Generator / Discriminator) and GPEN's
+    released generator (``GPEN-BFR-512.pth``: its ``generator.*`` keys, the StyleGAN2 "retrained by GPEN" that the
+    MMRB network starts from).
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -63,6 +65,9 @@ def read_gan_prior(path: str | Path) -> dict[str, Any]:
         return {"generator": obj["generator"], "discriminator": obj.get("discriminator"), "generator_args": obj.get("generator_args")}
     if isinstance(obj, Mapping) and isinstance(obj.get("g_ema"), Mapping):
         return {"generator": obj["g_ema"], "discriminator": obj.get("d"), "generator_args": None}
+    if isinstance(obj, Mapping) and "generator.style.1.weight" in obj and any(k.startswith("ecd") for k in obj):
+        return {"generator": {k[len("generator."):]: v for k, v in obj.items() if k.startswith("generator.")},
+                "discriminator": None, "generator_args": None}
     state = obj.get("state_dict") if isinstance(obj, Mapping) else None
     if isinstance(state, Mapping):
         parts: dict[str, Any] = {"generator": None, "discriminator": None, "generator_args": None}
@@ -121,3 +126,21 @@ def discriminator_width(generator: Generator) -> tuple[int, float]:
     """``(channel_multiplier, narrow)`` of the channel rule a generator was built with (for its discriminator)."""
     resolution = min(generator.size, 64)  # the multiplier first shows in the channels at 64x64
     return stylegan2_width(generator.channels[4], generator.channels[resolution], resolution)
+
+
+def read_discriminator(path: str | Path) -> dict[str, Any]:
+    """The StyleGAN2 discriminator weights in ``path``: GPEN's released ``GPEN-BFR-*-D.pth`` (a plain state dict
+    with bfrzoo's key names), or the discriminator of a prior file or run (:func:`read_gan_prior`)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise WeightsNotFoundError(
+            f"discriminator {str(path)!r} does not exist; pass GPEN's GPEN-BFR-512-D.pth or the prior.pt of "
+            "`bfrzoo fit --recipe stylegan2_prior`"
+        )
+    obj = read_checkpoint(path, "discriminator")
+    if isinstance(obj, Mapping) and "final_linear.0.weight" in obj and "convs.0.0.weight" in obj:
+        return dict(obj)
+    prior = read_gan_prior(path)
+    if prior.get("discriminator") is None:
+        raise CheckpointMismatchError(f"{str(path)!r} holds no discriminator (a generator-only file)")
+    return dict(prior["discriminator"])

@@ -14,6 +14,7 @@ _TASKS = {
     "GPENTask": "bfrzoo.tasks.gpen",
     "StyleGAN2PriorTask": "bfrzoo.tasks.stylegan2_prior",
     "MPCNetTask": "bfrzoo.tasks.mpcnet",
+    "MMRBTask": "bfrzoo.tasks.mmrb",
     "ParseNetTask": "bfrzoo.tasks.parsenet",
     "PSFRGANTask": "bfrzoo.tasks.psfrgan",
 }
