@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,9 @@ from bfrzoo.models.mmrbnet import LocalDiscriminator
 from bfrzoo.registry import load_state_dict_strict
 from bfrzoo.tasks.base import AdversarialTask, Batch
 from bfrzoo.tasks.optim import adam
+
+if TYPE_CHECKING:
+    from bfrzoo.tasks.protocol import BenchProtocol
 
 #: Where the two pre-trained parts come from (printed when one is missing).
 PRETRAINED_SOURCES = (
@@ -148,6 +151,44 @@ class MMRBTask(AdversarialTask):
         self.fm_loss = self.identity_loss = None
         self._build_feature_losses(tuple(fm_layers))
         self._d_steps = 0
+
+    @classmethod
+    def bench_protocol(cls, size: int) -> BenchProtocol:
+        """``bfrzoo bench train`` at ``size`` px: an MMRB network on GPEN's bench StyleGAN2 (style 128, n_mlp 4,
+        channel multiplier 1, narrow 0.25, concat noise), whose prior AND discriminator come from the same
+        ``stylegan2_prior`` run as GPEN's row (the protocol trains it once); component boxes from the parsing masks;
+        the feature matching (VGG19) and identity (ArcFace) terms when their files are cached, else off (never a
+        random network); the journal's Table IV and the preprint's Table 5 ablations with their CelebA numbers."""
+        from bfrzoo.losses.identity import ARCFACE_IR_SE50
+        from bfrzoo.losses.vgg import VGG19_IMAGENET
+        from bfrzoo.tasks.protocol import BenchProtocol, Prerequisite, Variant, weights_available
+
+        gan = {"size": size, "style_dim": 128, "n_mlp": 4, "channel_multiplier": 1, "narrow": 0.25}
+        prior = Prerequisite("prior_checkpoint", "stylegan2_prior", "prior.pt",
+                             {f"model.init_args.{k}": v for k, v in {**gan, "noise_mode": "concat"}.items()})
+        return BenchProtocol(
+            overrides={
+                "model.init_args.restorer_args": gan, "model.init_args.local_channels": 16,
+                "model.init_args.lambda_fm": 0.02 if weights_available(VGG19_IMAGENET) else 0.0,
+                "model.init_args.lambda_fp": 10.0 if weights_available(ARCFACE_IR_SE50) else 0.0,
+            },
+            prerequisites=(prior,),
+            needs=frozenset({"masks"}),
+            paper_full={"psnr": 26.034, "ssim": 0.702, "lpips": 0.162, "fid": 16.080, "niqe": 4.285},
+            variants=(
+                Variant("mmrb_wo_mmrb", {"model.init_args.restorer_args": {"use_mmrb": False}},
+                        "MMRB Table IV a: w/o MMRB", {"psnr": 25.977, "ssim": 0.699, "lpips": 0.163, "fid": 17.027, "niqe": 4.682}),
+                Variant("mmrb_wo_local_d", {"model.init_args.local_discriminators": False},
+                        "MMRB Table IV b: w/o local D", {"psnr": 26.010, "ssim": 0.697, "lpips": 0.163, "fid": 16.908, "niqe": 4.614}),
+                Variant("mmrb_wo_ft_freezed", {"model.init_args.finetune_prior": False, "model.init_args.freeze_d_layers": 0},
+                        "MMRB Table IV c: w/o fine-tuning + FreezeD",
+                        {"psnr": 25.704, "ssim": 0.692, "lpips": 0.171, "fid": 19.543, "niqe": 4.546}),
+                Variant("mmrb_wo_freezed", {"model.init_args.freeze_d_layers": 0}, "MMRB preprint Table 5 b: w/o FreezeD",
+                        {"psnr": 26.016, "ssim": 0.701, "lpips": 0.164, "fid": 17.812, "niqe": 4.868}),
+                Variant("mmrb_wo_fp", {"model.init_args.lambda_fp": 0.0}, "MMRB preprint Table 5 e: w/o FP loss",
+                        {"psnr": 26.018, "ssim": 0.700, "lpips": 0.163, "fid": 16.853, "niqe": 4.707}),
+            ),
+        )
 
     # -------------------------------------------------------------------------------------- construction
     def _load_pretrained(self, prior_checkpoint: str | None, disc_checkpoint: str | None, require: bool) -> None:

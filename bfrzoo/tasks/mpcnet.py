@@ -40,9 +40,10 @@ Choices the paper leaves open, each an argument, and why:
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,9 @@ from bfrzoo.models.multiscale_discriminator import MultiScaleDiscriminator
 from bfrzoo.models.parsenet import load_parser_weights
 from bfrzoo.tasks.base import AdversarialTask, Batch
 from bfrzoo.tasks.optim import adam
+
+if TYPE_CHECKING:
+    from bfrzoo.tasks.protocol import BenchProtocol
 
 LossNetwork = Literal["vggface", "vgg19", "none"]
 
@@ -141,6 +145,45 @@ class MPCNetTask(AdversarialTask):
         self.perceptual_loss = self.style_loss = None
         if loss_network != "none":
             self._build_vgg_losses(loss_network, perceptual_layers, style_layers, style_normalization)
+
+    @classmethod
+    def bench_protocol(cls, size: int) -> BenchProtocol:
+        """``bfrzoo bench train`` at ``size`` px: an MPCNet of that size on a small StyleGAN2 (style 128, n_mlp 4,
+        channel multiplier 1, narrow 0.25: GPEN's bench widths) and a parser of 16-64 channels with min_feat 4, both
+        pre-trained within the protocol by ``mpcnet_prior`` / ``mpcnet_parser`` with the same architectures; the
+        perceptual and style terms with VGGFace when its file is cached, else without them (never a random VGG);
+        the Table 1 / Table 2 ablations with the paper's CelebA-Test numbers."""
+        from bfrzoo.losses.vgg import VGGFACE
+        from bfrzoo.tasks.protocol import BenchProtocol, Prerequisite, Variant, weights_available
+
+        gan = {"size": size, "style_dim": 128, "n_mlp": 4, "channel_multiplier": 1, "narrow": 0.25}
+        parser = {"min_feat_size": 4, "base_ch": 16, "res_depth": 10, "ch_range": [16, 64]}
+        prior = Prerequisite("prior_checkpoint", "mpcnet_prior", "prior.pt",
+                             {f"model.init_args.{k}": v for k, v in {**gan, "noise_mode": "none"}.items()})
+        parse = Prerequisite("parser_checkpoint", "mpcnet_parser", "parser.pt",
+                             {"model.init_args.restorer_args": {"in_size": size, "out_size": size, **parser}})
+        depth = max(1, int(math.log2(size / 3)) - 2)
+        arch = {**gan, **{f"parser_{k}": v for k, v in parser.items()}, "num_rcab": 2, "rcab_reduction": 8}
+        paper = {"fid": 29.26, "lpips": 0.3097, "psnr": 23.82, "ssim": 0.6684}  # Table 2 / Table 3, MPCNet
+        return BenchProtocol(
+            overrides={
+                "model.init_args.restorer_args": arch, "model.init_args.disc_base_ch": 32,
+                "model.init_args.disc_max_ch": 256, "model.init_args.disc_depth": depth,
+                "model.init_args.loss_network": "vggface" if weights_available(VGGFACE) else "none",
+            },
+            prerequisites=(prior, parse),
+            paper_full=paper,
+            variants=(
+                Variant("mpcnet_wo_gan", {"model.init_args.restorer_args": {"use_gan_prior": False}},
+                        "MPCNet Table 2: w/o GAN prior", {"fid": 120.14, "lpips": 0.5576, "psnr": 22.13, "ssim": 0.6165}),
+                Variant("mpcnet_wo_parsing", {"model.init_args.restorer_args": {"use_parsing_prior": False}},
+                        "MPCNet Table 2: w/o parsing map prior", {"fid": 45.51, "lpips": 0.4133, "psnr": 21.54, "ssim": 0.6415}),
+                Variant("mpcnet_wo_adain", {"model.init_args.restorer_args": {"use_adain": False}},
+                        "MPCNet Table 2: w/o AdaIN", {"fid": 29.49, "lpips": 0.3173, "psnr": 23.50, "ssim": 0.6629}),
+                Variant("mpcnet_wo_sft", {"model.init_args.restorer_args": {"use_sft": False}},
+                        "MPCNet Table 2: w/o SFT", {"fid": 37.88, "lpips": 0.3838, "psnr": 22.64, "ssim": 0.6582}),
+            ),
+        )
 
     # -------------------------------------------------------------------------------------- construction
     def _load_priors(self, prior_checkpoint: str | None, parser_checkpoint: str | None, require: bool) -> None:

@@ -67,3 +67,12 @@ def merge_overrides(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[s
         else:
             out[key] = value
     return out
+
+
+def weights_available(cfg: Any) -> bool:
+    """True when ``cfg``'s weight file (a :class:`~bfrzoo.weights.PretrainedCfg`) is in the local cache: a bench
+    protocol then keeps the loss terms that need it, and otherwise turns them off and says so (it never trains
+    with a randomly initialised feature network)."""
+    from bfrzoo.weights import cache_dir
+
+    return (cache_dir() / cfg.filename).is_file()
