@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _helpers import table_psnr_from_restorer
+
 from bfrzoo.cli import list_recipes, main, recipe_path
 from bfrzoo.errors import UnknownNameError
 

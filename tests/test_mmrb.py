@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _helpers import table_psnr_from_restorer
 from torch import nn
 
 import bfrzoo
-from _helpers import table_psnr_from_restorer
 from bfrzoo.blocks import MMRB, PlainResBlock, mmrb_parameter_count
 from bfrzoo.data.components import boxes_from_landmarks, boxes_from_masks, component_boxes, crop_components
 from bfrzoo.errors import BfrzooError, WeightsNotFoundError

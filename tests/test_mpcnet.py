@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _helpers import table_psnr_from_restorer
 
 import bfrzoo
-from _helpers import table_psnr_from_restorer
 from bfrzoo.cli import main
 from bfrzoo.errors import BfrzooError, CheckpointMismatchError, WeightsNotFoundError
 from bfrzoo.interface import to_model_range
