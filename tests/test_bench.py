@@ -88,6 +88,18 @@ def test_speed_run_measures_every_available_mode_with_provenance() -> None:
     assert len(rows) == len(result.rows) and rows[0]["device"].startswith("CPU") and rows[0]["commit"]
 
 
+def test_cpu_peak_memory_is_the_subprocess_own() -> None:
+    from bfrzoo.bench.speed import cpu_memory
+
+    ballast = torch.ones(256 * 2**20)  # 1 GiB in THIS process, touched
+    parent_mib = ballast.numel() * 4 / 2**20
+    mem = cpu_memory("gpen", 64, [1, 2])
+    assert "error" not in mem, mem
+    assert mem["peak_rss_mib"]["2"] >= mem["peak_rss_mib"]["1"] > 0
+    assert mem["rss_after_build_mib"] < parent_mib  # Linux's ru_maxrss would have carried the parent's peak over
+    del ballast
+
+
 # ------------------------------------------------------------------------------------------------ modes
 def test_mode_chooser_picks_a_mode_within_tolerance() -> None:
     net = _TinyConvNet().eval()

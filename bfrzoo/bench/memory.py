@@ -3,9 +3,11 @@
 
     python -m bfrzoo.bench.memory NAME --size 512 --batches 1,16 [--threads 2]
 
-Prints one JSON line: ``rss_after_build_mib`` (after importing torch and building the network) and
-``peak_rss_mib`` per batch (the process peak after that batch's forward; batches run in ascending order, so each
-peak is that batch's). Linux/macOS ``getrusage`` (KiB on Linux, bytes on macOS).
+Prints one JSON line: ``rss_after_build_mib`` (the peak while importing torch and building the network) and
+``peak_rss_mib`` per batch (the peak during that batch's forward). On Linux the peak is ``VmHWM`` of
+``/proc/self/status``, reset before each batch through ``/proc/self/clear_refs`` (``getrusage``'s ``ru_maxrss``
+would not do: Linux carries the PARENT's peak over into a child across ``fork`` + ``exec``); elsewhere
+``ru_maxrss``, so the batches run in ascending order.
 """
 from __future__ import annotations
 
@@ -13,13 +15,30 @@ import argparse
 import json
 import resource
 import sys
+from pathlib import Path
 
 import torch
 
 
+_STATUS = Path("/proc/self/status")
+
+
 def _peak_mib() -> float:
+    """This process's peak resident memory (MiB) since it started or since :func:`_reset_peak`."""
+    if _STATUS.is_file():
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def _reset_peak() -> None:
+    """Reset the peak to the current RSS (Linux >= 4.0); a no-op where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     net = build_for_speed(args.name)
     out = {"rss_after_build_mib": _peak_mib(), "peak_rss_mib": {}}
     for b in sorted(int(v) for v in args.batches.split(",")):
+        _reset_peak()
         with torch.inference_mode():
             net(probe_images(b, args.size))
         out["peak_rss_mib"][str(b)] = _peak_mib()

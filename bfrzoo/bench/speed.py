@@ -467,9 +467,9 @@ def render_markdown(result: SpeedResult, command: str | None = None) -> str:
                 mem_rows.append([m["model"], m["size"], "-", "-", m["error"]])
                 continue
             for b, peak in m["peak_rss_mib"].items():
-                mem_rows.append([m["model"], m["size"], b, f"{peak:.0f}", f"{m['rss_after_build_mib']:.0f} MiB after import + build"])
+                mem_rows.append([m["model"], m["size"], b, f"{peak:.0f}", f"{m['rss_after_build_mib']:.0f}"])
         lines += ["", "## CPU memory (peak RSS of a fresh process per model, fp32 forward)", "",
-                  markdown_table(["model", "size", "batch", "peak RSS MiB", "note"], mem_rows)]
+                  markdown_table(["model", "size", "batch", "peak RSS MiB", "peak MiB of import + build"], mem_rows)]
     lines += ["", "## Targets", "", markdown_table(
         ["model", "size", "batch", "fastest mode within tolerance", "x fp32", "MFU %", "max abs diff", "target", "reached"],
         targets(result),
