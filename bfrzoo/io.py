@@ -105,26 +105,21 @@ def check_image_files(paths: Sequence[str | Path]) -> list[tuple[int, int]]:
     return sizes
 
 
-def read_image(path: str | Path) -> torch.Tensor:
+def read_image(path: str | Path, max_megapixels: float = 200.0) -> torch.Tensor:
     """An image file -> ``(3, H, W)`` float in ``[0, 1]``: turned upright by its EXIF orientation (as viewers show
-    it), grayscale expanded, alpha dropped, 16-bit grayscale scaled by 65535 (PIL reads 16-bit RGB PNGs as 8-bit)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    it), grayscale expanded, alpha dropped, 16-bit files (grayscale and colour) scaled by 65535.
 
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)  # a camera's rotated JPEG: the pixels as the photo was taken
-            if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-                arr = np.asarray(img, dtype=np.float32) / 65535.0
-                arr = np.repeat(arr[..., None], 3, axis=-1)
-            else:
-                arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise _unreadable(path, exc) from exc
-    if arr.shape[0] < 8 or arr.shape[1] < 8:
-        raise ImageInputError(f"image {str(path)!r} is {arr.shape[1]}x{arr.shape[0]}; at least 8x8 pixels are needed")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    The one decoder of image files is :func:`bfrzoo.face.photo_io.read_photo` (own bit depth, header checked
+    before decoding, refusing images over ``max_megapixels``); this is its float view for training, metrics and
+    aligned faces. One :class:`ImageInputError` per unreadable or too small file.
+    """
+    from bfrzoo.face.photo_io import read_photo
+
+    photo = read_photo(path, max_megapixels=max_megapixels)
+    if photo.height < 8 or photo.width < 8:
+        raise ImageInputError(f"image {str(path)!r} is {photo.width}x{photo.height}; at least 8x8 pixels are needed")
+    arr = torch.from_numpy(np.ascontiguousarray(photo.rgb))
+    return arr.permute(2, 0, 1).float().div_(photo.max_value)
 
 
 def check_output_dir(path: str | Path, what: str = "output folder", create: bool = True) -> Path:

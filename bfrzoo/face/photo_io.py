@@ -2,9 +2,10 @@
 
 :func:`read_photo` returns the pixels in their own bit depth (uint8, or uint16 for 16-bit files), turned upright
 by the EXIF orientation, with grayscale and alpha recorded so that :func:`write_photo` writes the result back in
-kind (a grayscale photo stays grayscale, RGBA keeps its alpha, 16-bit stays 16-bit in PNG). It differs from
-:func:`bfrzoo.io.read_image` (float ``(3, H, W)`` for training and metrics) on purpose: a 100-megapixel photo is
-300 MB as uint8 and 1.2 GB as float, and the photo pipeline only ever converts face regions to float.
+kind (a grayscale photo stays grayscale, RGBA keeps its alpha, 16-bit stays 16-bit in PNG). It is the one
+decoder of image files in bfrzoo: :func:`bfrzoo.io.read_image` is its float ``(3, H, W)`` view for training, metrics
+and aligned faces; the photo pipeline keeps the photo in its own bit depth (a 100-megapixel photo is 300 MB as uint8
+and 1.2 GB as float) and only ever converts face regions to float.
 
 The size is checked from the header before any pixel is decoded (:func:`read_header`), so a huge image is refused
 in one line instead of exhausting memory.
