@@ -198,6 +198,8 @@ def test_every_term_enters_the_total_with_its_weight() -> None:
              for img in recon.values())
     assert torch.allclose(logs["multiscale_l1"], ms.detach(), rtol=1e-5)
     assert torch.allclose(logs["adv_global"], F.softplus(-task.disc(restored)).mean().detach(), rtol=1e-5)  # Eq. (11)
+    loss.backward()  # the multi-scale RGB heads (auxiliary outputs) learn through the reconstruction L1
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in task.net.to_rgbs.parameters())
 
 
 def test_identity_loss_is_the_l1_of_arcface_embeddings_of_the_face_box() -> None:

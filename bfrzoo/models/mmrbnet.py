@@ -51,6 +51,9 @@ class MMRBOutput(NamedTuple):
 class MMRBNet(nn.Module):
     """The MMRB network (see the module docstring): ``(N, 3, size, size)`` in ``[-1, 1]`` -> the same.
 
+    ``auxiliary_modules``: the multi-scale RGB heads, trained by the reconstruction losses only (they do not feed
+    the restored image; the contract test checks the other parameters against the output).
+
     Args:
         size: input and output side (power of two >= 16); not fully convolutional: ``input_size = size``.
         style_dim / n_mlp / channel_multiplier / narrow: the StyleGAN2 prior (GPEN-512: 512, 8, 2, 1.0).
@@ -61,6 +64,8 @@ class MMRBNet(nn.Module):
         share_weights: Eq. (7)-(8) reuse the Eq. (5)-(6) kernels (see :mod:`bfrzoo.blocks.mmrb`).
         decoder_narrow: width factor of the decoder (``None``: the prior's widths, as the paper).
     """
+
+    auxiliary_modules: tuple[str, ...] = ("to_rgbs",)
 
     def __init__(
         self,
