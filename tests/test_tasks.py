@@ -126,3 +126,49 @@ def test_wandb_logger_receives_the_image_grids_and_the_test_table(tmp_path: Path
 
     table = json.loads(tables[0].read_text())
     assert table["columns"][:2] == ["restorer", "psnr"] and table["data"][0][0] == "unet"
+
+
+def _tiny_tasks() -> dict[str, Any]:
+    from bfrzoo.tasks import GPENTask, MMRBTask, MPCNetTask, ParseNetTask, PSFRGANTask, StyleGAN2PriorTask
+    from bfrzoo.tasks.base import RestorationTask
+
+    quiet = dict(metrics=("psnr",), metrics_pretrained=False)
+    return {
+        "unet": lambda: RestorationTask(restorer="unet", restorer_args=UNET, **quiet),
+        "gpen": lambda: GPENTask(restorer="gpen", restorer_args=dict(size=16, style_dim=16, n_mlp=1, channel_multiplier=1,
+                                                                      narrow=1 / 32), **quiet),
+        "psfrgan": lambda: PSFRGANTask(restorer_args=dict(out_size=32, min_feat_size=16, ch_range=(16, 32), parser_min_feat_size=8,
+                                                          parser_base_ch=8, parser_res_depth=1, parser_ch_range=(8, 16)),
+                                       pretrained_losses=False, disc_base_ch=8, disc_max_ch=16, disc_depth=1, disc_num_scales=1, **quiet),
+        "parsenet": lambda: ParseNetTask(restorer_args=dict(in_size=16, out_size=16, min_feat_size=8, base_ch=8, res_depth=1,
+                                                            ch_range=(8, 16)), metrics=()),
+        "mpcnet": lambda: MPCNetTask(restorer_args=dict(size=16, style_dim=16, n_mlp=1, channel_multiplier=1, narrow=1 / 32,
+                                                        parser_base_ch=4, parser_res_depth=1, parser_ch_range=(4, 8), num_rcab=1,
+                                                        rcab_reduction=4),
+                                     require_priors=False, pretrained_losses=False, loss_network="none", disc_base_ch=8,
+                                     disc_max_ch=16, disc_depth=1, disc_num_scales=1, **quiet),
+        "mmrb": lambda: MMRBTask(restorer_args=dict(size=16, style_dim=16, n_mlp=2, channel_multiplier=1, narrow=1 / 32),
+                                 require_pretrained=False, pretrained_losses=False, local_discriminators=False, lambda_fm=0.0,
+                                 lambda_fp=0.0, **quiet),
+        "stylegan2_prior": lambda: StyleGAN2PriorTask(size=16, style_dim=16, n_mlp=1, channel_multiplier=1, narrow=1 / 32,
+                                                      metrics=(), metrics_pretrained=False),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_tiny_tasks()))
+def test_every_task_rebuilds_from_its_own_checkpoint(name: str, tmp_path: Path) -> None:
+    """``Task.load_from_checkpoint`` (weights_only) calls the constructor with the saved hyper-parameters: arguments a
+    task sets itself (``l1_weight=alpha`` ...) must not be among them, and the weights must come back."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        task = _tiny_tasks()[name]()
+        trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path)
+        trainer.strategy.connect(task)
+        trainer.save_checkpoint(tmp_path / "task.ckpt", weights_only=False)
+        back = type(task).load_from_checkpoint(tmp_path / "task.ckpt", weights_only=True)
+    assert type(back) is type(task)
+    for (k, a), (_, b) in zip(task.state_dict().items(), back.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k

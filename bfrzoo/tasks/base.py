@@ -55,6 +55,9 @@ class BfrzooTask(pl.LightningModule):
 
     #: Plain attributes (step counters of lazy regularisation ...) that a resumed run must continue from.
     checkpointed_counters: tuple[str, ...] = ()
+    #: Base-class arguments that this task sets itself (``l1_weight=alpha`` ...) and so does not take: kept out of
+    #: a checkpoint's ``hyper_parameters``, so that ``Task.load_from_checkpoint(path)`` rebuilds the task.
+    fixed_arguments: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -205,6 +208,10 @@ class BfrzooTask(pl.LightningModule):
         noise), so that ``--ckpt_path`` resumes exactly where the run stopped. All plain ints and uint8 tensors:
         the checkpoint stays loadable with ``weights_only=True``."""
         checkpoint["bfrzoo_counters"] = {name: int(getattr(self, name)) for name in self.checkpointed_counters}
+        hparams = checkpoint.get("hyper_parameters")
+        if isinstance(hparams, dict):
+            for name in self.fixed_arguments:
+                hparams.pop(name, None)
         checkpoint["bfrzoo_rng"] = {
             "cpu": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],

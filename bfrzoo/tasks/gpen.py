@@ -69,6 +69,8 @@ class GPENTask(AdversarialTask):
             ``perceptual_weight`` / ``lpips_weight``; see :class:`~bfrzoo.tasks.base.AdversarialTask`).
     """
 
+    fixed_arguments = ("l1_weight",)  # set here, not taken (see BfrzooTask.fixed_arguments)
+
     checkpointed_counters = ("_d_steps",)
 
     def __init__(

@@ -91,6 +91,8 @@ class MMRBTask(AdversarialTask):
             ``pretrained_losses`` (VGG19 and ArcFace), ``grid_images``, ``init_weights``, ``d_every``, ``g_every``).
     """
 
+    fixed_arguments = ("lr", "l1_weight")  # set here, not taken (see BfrzooTask.fixed_arguments)
+
     checkpointed_counters = ("_d_steps",)
 
     def __init__(

@@ -99,6 +99,8 @@ class MPCNetTask(AdversarialTask):
             :class:`~bfrzoo.tasks.base.AdversarialTask`).
     """
 
+    fixed_arguments = ("l1_weight",)  # set here, not taken (see BfrzooTask.fixed_arguments)
+
     def __init__(
         self,
         restorer: str = "mpcnet",

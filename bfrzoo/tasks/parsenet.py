@@ -103,6 +103,8 @@ class ParseNetTask(RestorationTask):
             :class:`~bfrzoo.tasks.base.BfrzooTask`).
     """
 
+    fixed_arguments = ("restorer", "l1_weight")  # set here, not taken (see BfrzooTask.fixed_arguments)
+
     def __init__(
         self,
         restorer_args: dict[str, Any] | None = None,

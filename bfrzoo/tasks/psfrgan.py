@@ -89,6 +89,8 @@ class PSFRGANTask(AdversarialTask):
             see :class:`~bfrzoo.tasks.base.AdversarialTask`).
     """
 
+    fixed_arguments = ("restorer", "l1_weight")  # set here, not taken (see BfrzooTask.fixed_arguments)
+
     def __init__(
         self,
         restorer_args: dict[str, Any] | None = None,
