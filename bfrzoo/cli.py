@@ -208,7 +208,9 @@ def _zoo_parser() -> argparse.ArgumentParser:
     p.add_argument("--upscale", type=float, default=1.0, help="output size as a multiple of the input (default 1)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=4, help="faces (or crops) per forward pass")
-    p.add_argument("--precision", default="32", choices=("32", "bf16", "16"), help="bf16: bfloat16 autocast (GPUs)")
+    p.add_argument("--precision", default="auto", choices=("auto", "32", "bf16", "16"),
+                   help="auto (default): the fastest inference mode of the device whose output stays within 4/255 of "
+                   "fp32, measured once per run and printed; 32: fp32; bf16 / 16: autocast (GPUs)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs bfrzoo wrote before (never other files)")
     p.add_argument("--recursive", "-r", action="store_true", help="also restore images in subfolders of input folders")
     p.add_argument("--compare", action="store_true", help="also write OUT/compare/NAME.jpg: input | output")

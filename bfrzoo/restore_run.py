@@ -386,8 +386,8 @@ def load_restorer_for(settings: RestoreSettings, device: torch.device) -> tuple[
     from bfrzoo.interface import Restorer
     from bfrzoo.registry import create_restorer, load_restorer
 
-    if settings.precision not in PRECISIONS:
-        raise BfrzooError(f"--precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}")
+    if settings.precision not in (*PRECISIONS, "auto"):
+        raise BfrzooError(f"--precision must be auto or one of {', '.join(PRECISIONS)}, got {settings.precision!r}")
     if settings.batch_size < 1:
         raise BfrzooError(f"--batch-size must be >= 1, got {settings.batch_size}")
     if settings.model is None and settings.weights is None:
@@ -398,7 +398,14 @@ def load_restorer_for(settings: RestoreSettings, device: torch.device) -> tuple[
         net, what = create_restorer(settings.model, pretrained=True), f"{settings.model} (released weights)"
     else:
         net, what = create_restorer(settings.model, pretrained=settings.weights), f"{settings.model} from {settings.weights}"
-    return Restorer(net, device=device, dtype=PRECISIONS[settings.precision], batch_size=settings.batch_size), what
+    if settings.precision == "auto":
+        # the fastest inference mode of this device whose restored faces stay within the tolerance of fp32
+        # (bfrzoo.bench.fastest_mode, measured once per run on a probe batch; compiled modes are not tried)
+        restorer = Restorer(net, device=device, batch_size=settings.batch_size, mode="auto")
+        choice = restorer.mode_choice
+        return restorer, f"{what}; {choice.describe() if choice is not None else 'inference mode ' + restorer.mode}"
+    restorer = Restorer(net, device=device, dtype=PRECISIONS[settings.precision], batch_size=settings.batch_size)
+    return restorer, f"{what}; inference mode {restorer.mode} (--precision {settings.precision})"
 
 
 def run_restore(settings: RestoreSettings, progress: bool = True) -> RunSummary:

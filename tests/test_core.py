@@ -234,3 +234,23 @@ def test_restorer_pt_with_arguments_its_factory_rejects_is_a_mismatch_error(tmp_
     torch.save({"kind": RESTORER_KIND, "restorer": "unet", "args": ["abc"], "state_dict": {}}, tmp_path / "list.pt")
     with pytest.raises(CheckpointMismatchError, match="not a mapping of architecture arguments"):
         load_restorer(tmp_path / "list.pt")
+
+
+def test_loading_a_restorer_for_inference_never_imports_training_code(tmp_path: Path) -> None:
+    """Inference and training meet only at the weights file: restorer.pt -> network -> restored image imports
+    neither Lightning nor bfrzoo.tasks (STYLE.md)."""
+    import subprocess
+    import sys
+
+    from bfrzoo.registry import export_restorer
+
+    path = export_restorer(bfrzoo.create_restorer("unet", base_channels=8, depth=2), "unet",
+                           {"base_channels": 8, "depth": 2}, tmp_path / "restorer.pt")
+    code = (
+        "import sys, torch; from bfrzoo.registry import load_restorer; from bfrzoo.interface import Restorer; "
+        f"net = load_restorer({str(path)!r}); Restorer(net, device='cpu').restore(torch.rand(1, 3, 16, 16)); "
+        "print(int('pytorch_lightning' in sys.modules), int(any(m.startswith('bfrzoo.tasks') for m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["0", "0"]

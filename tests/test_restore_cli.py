@@ -324,3 +324,20 @@ def test_a_photo_over_the_size_limit_is_refused_from_its_header(tmp_path: Path, 
     assert _restore(tmp_path / "small", "--weights", weights, "--out", tmp_path / "out2", "--upscale", "4",
                     "--max-megapixels", "0.05") == 1
     assert "the output would be 256x256 (0.1 MP) with upscale 4" in capsys.readouterr().err
+
+
+def test_default_precision_is_the_fastest_mode_within_tolerance_and_the_summary_says_which(
+    tmp_path: Path, weights: Path
+) -> None:
+    """``--precision auto`` (the default) runs the fastest inference mode of the device whose restored image stays
+    within 4/255 of fp32 (bfrzoo.bench.fastest_mode), and says which; ``--precision 32`` keeps fp32."""
+    src = tmp_path / "aligned"
+    _crops(src, ["a.png", "b.png"])
+    assert _restore(src, "--aligned", "--weights", weights, "--out", tmp_path / "auto") == 0
+    report = json.loads((tmp_path / "auto" / SUMMARY_NAME).read_text())
+    assert report["precision"] == "auto" and "inference mode" in report["model"] and "tolerance 0.0157" in report["model"]
+    assert _restore(src, "--aligned", "--weights", weights, "--out", tmp_path / "fp32", "--precision", "32") == 0
+    assert "inference mode fp32 (--precision 32)" in json.loads((tmp_path / "fp32" / SUMMARY_NAME).read_text())["model"]
+    for name in ("a.png", "b.png"):  # an identity network: every mode within tolerance gives the same 8-bit image
+        auto, fp32 = (np.asarray(Image.open(tmp_path / d / name), dtype=int) for d in ("auto", "fp32"))
+        assert np.abs(auto - fp32).max() <= 4

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-
 _STATUS = Path("/proc/self/status")
 
 

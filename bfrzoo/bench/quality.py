@@ -36,7 +36,7 @@ from torch import nn
 
 from bfrzoo.errors import BfrzooError, ImageInputError, WeightsNotFoundError
 from bfrzoo.io import IMAGE_SUFFIXES
-from bfrzoo.weights import PretrainedCfg
+from bfrzoo.weights import PretrainedCfg, read_checkpoint
 
 #: The no-reference metrics of the NTIRE 2025 real-world face restoration challenge computed through pyiqa.
 PYIQA_METRICS: tuple[str, ...] = ("clipiqa", "maniqa", "musiq")
@@ -164,7 +164,7 @@ def load_candidates(runs: Sequence[str | Path] = (), models: Sequence[str] = ())
         for f in files:
             net = load_restorer(f)
             rel = f.parent.relative_to(path) if path.is_dir() and f.parent != path else f.parent.name
-            name = torch.load(f, map_location="cpu", weights_only=True)["restorer"]
+            name = read_checkpoint(f, "restorer")["restorer"]
             out.append(Candidate(f"{name} ({rel})" if str(rel) not in ("", ".") else name, str(f), net))
     for name in models:
         entry = restorer_entry(name)
@@ -244,7 +244,7 @@ def _pyiqa_scores(images: torch.Tensor, device: torch.device) -> dict[str, Value
             with torch.inference_mode():
                 vals = [float(metric(images[i : i + 1].to(device)).mean()) for i in range(images.shape[0])]
             out[m] = sum(vals) / len(vals)
-        except Exception as exc:  # noqa: BLE001 - pyiqa raises whatever its download / load raised
+        except Exception:  # noqa: BLE001 - pyiqa raises whatever its download / load raised
             out[m] = NA_NO_WEIGHTS  # pyiqa downloads its weights on first use; offline that fails
     return out
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from bfrzoo.errors import BfrzooError, UnknownNameError
 from bfrzoo.metrics.base import FrozenFeatureNet, PerImageMean, check_pair
-from bfrzoo.weights import PretrainedCfg, load_checkpoint, resolve_weights
+from bfrzoo.weights import PretrainedCfg, load_checkpoint, read_checkpoint, resolve_weights
 
 LPIPSNet = Literal["alex", "vgg"]
 
@@ -63,7 +63,7 @@ def _lin_weights(net_type: str) -> dict[str, Tensor]:
                 f"the LPIPS lin-layer weights {path} are missing from the installed torchmetrics; "
                 "reinstall torchmetrics (pip install --force-reinstall torchmetrics)"
             )
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(path, "LPIPS lin-layer weights")
     return {f"lins.{k}.weight": state[f"lin{k}.model.1.weight"] for k in range(5)}
 
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from bfrzoo.blocks.common import ConvNormAct, apply_spectral_norm
 from bfrzoo.registry import load_state_dict_strict, register_converter
+from bfrzoo.weights import strip_prefix
 
 
 class PatchDiscriminator(nn.Module):
@@ -85,6 +86,6 @@ class MultiScaleDiscriminator(nn.Module):
 def convert_psfrgan_discriminator(state_dict: Mapping[str, torch.Tensor], **arch_kwargs: object) -> MultiScaleDiscriminator:
     """Build a :class:`MultiScaleDiscriminator` from a PSFR-GAN ``net_D`` state dict (identical keys)."""
     net = MultiScaleDiscriminator(**arch_kwargs)  # type: ignore[arg-type]
-    state = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    state = strip_prefix(state_dict)
     load_state_dict_strict(net, state, source="PSFR-GAN discriminator checkpoint")
     return net.eval()

@@ -24,7 +24,7 @@ from bfrzoo.blocks.spade import StyleTransformResBlock
 from bfrzoo.errors import CheckpointMismatchError, ImageInputError
 from bfrzoo.models.parsenet import NUM_PARSING_CLASSES, PARSENET_512, ParseNet, onehot_parsing
 from bfrzoo.registry import load_state_dict_strict, register_converter, register_restorer
-from bfrzoo.weights import PretrainedCfg, load_checkpoint, resolve_weights
+from bfrzoo.weights import PretrainedCfg, load_checkpoint, resolve_weights, strip_prefix
 
 #: The released PSFR-GAN generator (the parsing network is a second file: :data:`PARSENET_512`).
 PSFRGAN_512 = PretrainedCfg(
@@ -173,10 +173,6 @@ class PSFRGAN(nn.Module):
         return out if self.training else out.clamp(-1.0, 1.0)
 
 
-def _strip(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
 def _check_generator_layout(state: Mapping[str, torch.Tensor], source: str) -> None:
     if "const_input" not in state:
         some = ", ".join(list(state)[:4])
@@ -195,7 +191,7 @@ def convert_psfrgan_generator(state_dict: Mapping[str, torch.Tensor], **arch_kwa
 
     ``arch_kwargs`` are :class:`PSFRGenerator`'s arguments (defaults: the published 512 model).
     """
-    state = _strip(state_dict)
+    state = strip_prefix(state_dict)
     _check_generator_layout(state, "the generator checkpoint")
     net = PSFRGenerator(**arch_kwargs)  # type: ignore[arg-type]
     load_state_dict_strict(net, state, source="PSFR-GAN generator checkpoint")
@@ -216,7 +212,7 @@ def convert_psfrgan(
     in the weight cache (a missing file is one :class:`~bfrzoo.errors.WeightsNotFoundError` saying where to put
     it). ``arch_kwargs`` are the :func:`psfrgan` factory's arguments.
     """
-    state = _strip(state_dict)
+    state = strip_prefix(state_dict)
     net = psfrgan(**arch_kwargs)  # type: ignore[arg-type]
     if any(k.startswith("generator.") for k in state):
         load_state_dict_strict(net, state, source="PSFR-GAN restorer checkpoint")
@@ -227,7 +223,7 @@ def convert_psfrgan(
         parser_state = load_checkpoint(resolve_weights(PARSENET_512, parser_state_dict))
     else:
         parser_state = dict(parser_state_dict)
-    load_state_dict_strict(net.parser, _strip(parser_state), source="ParseNet (parsing network) checkpoint")
+    load_state_dict_strict(net.parser, strip_prefix(parser_state), source="ParseNet (parsing network) checkpoint")
     return net.eval()
 
 
