@@ -221,6 +221,14 @@ def test_protocol_comes_from_the_tasks() -> None:
     assert len([s for s in stages if s == "prerequisite"]) == 4  # 3 priors (concat, none, add) + 1 parser
     unet = next(r for r in rows if r.label == "unet")
     assert "--trainer.max_time" in unet.args and unet.args[unet.args.index("--trainer.max_time") + 1] == "00:00:10:00"
+    assert not any(r.skipped for r in rows)
+    # MMRB w/o identity loss: the protocol already sets lambda_fp 0 without the ArcFace file (none in the tests), so
+    # that row would repeat the mmrb row: it is not run, and says why; every other MMRB ablation runs
+    mmrb_rows = {r.label: r for r in plan(["mmrb"], BenchSettings(data="DATA", size=128), Path("W"), variants=True)}
+    assert mmrb_rows["mmrb_wo_fp"].skipped and "identical to the mmrb row" in mmrb_rows["mmrb_wo_fp"].error
+    assert "lambda_fp=0.0" in mmrb_rows["mmrb_wo_fp"].error
+    assert [k for k, r in mmrb_rows.items() if r.stage == "variant" and not r.skipped] == [
+        "mmrb_wo_mmrb", "mmrb_wo_local_d", "mmrb_wo_ft_freezed", "mmrb_wo_freezed"]
     # the paper: full GPEN PSNR 20.80 > w/o-ft 12.55; ours moved the same way -> agrees
     assert ablation_direction({"psnr": 20.0, "fid": 50.0}, {"psnr": 19.0, "fid": 40.0}, {"psnr": 20.8, "fid": 31.7},
                               {"psnr": 12.55, "fid": 92.7}) == {"psnr": "agrees", "fid": "disagrees"}

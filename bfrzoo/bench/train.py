@@ -125,6 +125,7 @@ class RunRow:
     budget: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     wall_seconds: float = 0.0
+    skipped: bool = False  # a variant identical to its model's row here: not run (``error`` says why)
 
     @property
     def command(self) -> str:
@@ -207,6 +208,13 @@ def plan(models: Sequence[str], settings: BenchSettings, work: Path, variants: b
                          fit_args(recipe, overrides, settings, folder, settings.minutes, proto.needs), folder,
                          variant=variant, of_model=recipe if variant else None)
             row.budget["depends_on"] = [d.label for d in deps]
+            if variant is not None and merge_overrides(proto.overrides, variant.overrides) == dict(proto.overrides) \
+                    and not any(variant.prerequisite_overrides.values()):
+                # e.g. w/o identity loss where the protocol already drops the loss (no ArcFace weights here): the
+                # run would repeat the model's row, so it is not run and the table says so
+                switch = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in variant.overrides.items())
+                row.skipped = True
+                row.error = f"not run: identical to the {recipe} row here (its switch {switch} is already the protocol's setting)"
             compared.append(row)
     return rows + compared
 
@@ -405,7 +413,9 @@ def run_train_bench(
     for r in rows:
         if r.stage == "prerequisite":
             continue
-        if r.error or r.export_path is None:
+        if r.skipped:
+            candidates.append(Candidate(r.label, "-", None, f"n/a (not run: same as {r.of_model})"))
+        elif r.error or r.export_path is None:
             candidates.append(Candidate(r.label, "-", None, "n/a (run failed)"))
         else:
             candidates.append(Candidate(r.label, str(r.export_path), load_restorer(r.export_path)))
