@@ -6,6 +6,8 @@ does not exist, or a value of the wrong type, is rejected by the parser with the
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -134,7 +136,8 @@ class BfrzooCLI(LightningCLI):
         arbitrary code; the user downloads it and passes the local path, which is read with
         :func:`bfrzoo.weights.read_checkpoint` (``weights_only=True``) and must be a Lightning checkpoint of the
         recipe's task. ``fit`` refuses model arguments that differ from the checkpoint's (Lightning would silently
-        replace them)."""
+        replace them); ``validate`` / ``test`` / ``predict`` use the checkpoint's and print one note naming each
+        replaced value."""
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
@@ -161,6 +164,13 @@ class BfrzooCLI(LightningCLI):
         hparams.pop("_instantiator", None)
         if subcommand == "fit":
             _check_resume_arguments(str(ckpt_path), hparams, init_args)
+        elif differ := _differing_arguments(hparams, init_args):
+            # validate / test / predict rebuild the network the checkpoint holds, so its arguments win (as in
+            # LightningCLI); say so instead of dropping the command's values silently
+            if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0:
+                print(f"bfrzoo: note: {subcommand} --ckpt_path {ckpt_path} uses the model arguments stored in the "
+                      f"checkpoint (they define the network it holds) instead of the command's: model.init_args."
+                      f"{'; model.init_args.'.join(differ)}", file=sys.stderr)
         if not hparams:
             return
         if "_class_path" in hparams:  # what LightningCLI does with the checkpoint's hyper-parameters
@@ -293,9 +303,9 @@ def read_lightning_checkpoint(path: str | Path, task_class_path: str | None = No
     return obj
 
 
-def _check_resume_arguments(path: str, hparams: Mapping[str, Any], init_args: Mapping[str, Any]) -> None:
-    """``fit --ckpt_path`` continues the run with the checkpoint's model arguments; refuse different ones (one
-    line naming every differing key) instead of silently dropping them."""
+def _differing_arguments(hparams: Mapping[str, Any], init_args: Mapping[str, Any]) -> list[str]:
+    """Every model argument the command gives that differs from the checkpoint's, as ``key (checkpoint A, given
+    B)`` (dict arguments such as ``restorer_args`` key by key)."""
     differ: list[str] = []
     for key, stored in hparams.items():
         if key.startswith("_") or key not in init_args:
@@ -307,7 +317,13 @@ def _check_resume_arguments(path: str, hparams: Mapping[str, Any], init_args: Ma
                     differ.append(f"{key}.{sub} (checkpoint {stored.get(sub)!r}, given {given.get(sub)!r})")
         elif given != stored:
             differ.append(f"{key} (checkpoint {stored!r}, given {given!r})")
-    if differ:
+    return differ
+
+
+def _check_resume_arguments(path: str, hparams: Mapping[str, Any], init_args: Mapping[str, Any]) -> None:
+    """``fit --ckpt_path`` continues the run with the checkpoint's model arguments; refuse different ones (one
+    line naming every differing key) instead of silently dropping them."""
+    if differ := _differing_arguments(hparams, init_args):
         raise BfrzooError(
             f"fit --ckpt_path {path!r} resumes the run with the model arguments stored in the checkpoint, and this "
             f"command gives other ones: model.init_args.{'; model.init_args.'.join(differ)}. Resume with the run's own "

@@ -515,3 +515,22 @@ def test_help_under_a_recipe_shows_every_task_key_with_the_recipe_value(capsys: 
     for name in inspect.signature(GPENTask).parameters:
         if name != "kwargs":
             assert f"--model.init_args.{name} " in gpen, name
+
+
+def test_eval_with_a_checkpoint_says_when_its_model_arguments_replace_the_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate / test / predict rebuild the network the checkpoint holds (its arguments win, as in LightningCLI):
+    bfrzoo says so, naming each replaced value, instead of dropping the command's silently."""
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *DEMO, "--model.init_args.restorer_args.base_channels", "8", "--test_after_fit", "false"])
+    (ckpt,) = sorted(tmp_path.rglob("last.ckpt"))
+    capsys.readouterr()
+    main(["test", *DEMO, "--ckpt_path", str(ckpt)])  # the demo recipe says base_channels 16
+    err = capsys.readouterr().err
+    notes = [ln for ln in err.splitlines() if ln.startswith("bfrzoo: note: test --ckpt_path")]
+    assert len(notes) == 1 and "model.init_args.restorer_args.base_channels (checkpoint 8, given 16)" in notes[0], err
+    assert "depth" not in notes[0]
+    capsys.readouterr()
+    main(["test", *DEMO, "--model.init_args.restorer_args.base_channels", "8", "--ckpt_path", str(ckpt)])
+    assert "bfrzoo: note:" not in capsys.readouterr().err  # the same arguments: nothing to say
