@@ -462,6 +462,17 @@ class AdversarialTask(RestorationTask):
         **kwargs: the arguments of :class:`RestorationTask` and :class:`BfrzooTask`.
     """
 
+    def check_multiscale_discriminator_fits(self, disc: Any, num_scales: int, depth: int) -> None:
+        """At ``setup``: refuse data smaller than a multi-scale discriminator's smallest input (``disc.min_size``),
+        in one line with the flags to change, instead of failing at the first step."""
+        size = getattr(getattr(self.trainer, "datamodule", None), "size", None)
+        if size is not None and size < disc.min_size:
+            raise BfrzooError(
+                f"data.size {size} is too small for the {num_scales}-scale discriminator of depth {depth} (it needs "
+                f">= {disc.min_size} px): lower --model.init_args.disc_depth or --model.init_args.disc_num_scales, "
+                "or train on larger faces"
+            )
+
     def __init__(self, d_every: int = 1, g_every: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if d_every < 1 or g_every < 1:

@@ -242,13 +242,7 @@ class MPCNetTask(AdversarialTask):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        size = getattr(getattr(self.trainer, "datamodule", None), "size", None)
-        if size is not None and size < self.disc.min_size:
-            raise BfrzooError(
-                f"data.size {size} is too small for the {self.hparams.disc_num_scales}-scale discriminator of depth "
-                f"{self.hparams.disc_depth} (it needs >= {self.disc.min_size} px): lower --model.init_args.disc_depth "
-                "or --model.init_args.disc_num_scales"
-            )
+        self.check_multiscale_discriminator_fits(self.disc, self.hparams.disc_num_scales, self.hparams.disc_depth)
 
     def validation_metric_keys(self) -> list[str]:
         return ["val/rec", *super().validation_metric_keys()]
