@@ -153,6 +153,7 @@ class MMRBTask(AdversarialTask):
         self.fm_loss = self.identity_loss = None
         self._build_feature_losses(tuple(fm_layers))
         self._d_steps = 0
+        self._boxes: tuple[Any, torch.Tensor, torch.Tensor] | None = None  # (batch, boxes, valid) of this step
 
     @classmethod
     def bench_protocol(cls, size: int) -> BenchProtocol:
@@ -274,7 +275,10 @@ class MMRBTask(AdversarialTask):
         return out.image
 
     def _components(self, batch: Batch, *images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        boxes, valid = component_boxes(batch, self.hparams.component_source)
+        """Each image's eye / mouth crops; the boxes are found once per batch (the D and G steps share them)."""
+        if self._boxes is None or self._boxes[0] is not batch:
+            self._boxes = (batch, *component_boxes(batch, self.hparams.component_source))
+        _, boxes, valid = self._boxes
         return [crop_components(im, boxes.to(im.device), self.crop) for im in images], valid
 
     def discriminator_loss(self, batch: Batch, restored: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -343,5 +347,5 @@ class MMRBTask(AdversarialTask):
         return loss + extra, {k: v.detach() for k, v in logs.items()}
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
-        self._reconstructions = {}
+        self._reconstructions, self._boxes = {}, None
         super().on_train_batch_end(outputs, batch, batch_idx)
