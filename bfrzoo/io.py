@@ -41,33 +41,6 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
-#: EXIF orientations (tag 0x0112) that swap width and height once the image is turned upright.
-_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
-
-
-def _unreadable(path: Path, exc: BaseException) -> ImageInputError:
-    return ImageInputError(
-        f"cannot read image {str(path)!r} ({type(exc).__name__}: {exc}); the file is corrupt or not an image: "
-        "replace or remove it"
-    )
-
-
-def _exif_orientation(img: Any) -> int | None:
-    """The EXIF orientation tag of an opened image, read from its header without decoding the pixels (PIL's
-    ``getexif`` of a PNG loads the whole image to look for an ``eXIf`` chunk after the pixel data, so for PNGs
-    only an ``eXIf`` chunk before the pixels is seen here; :func:`read_image` sees every one)."""
-    from PIL import Image
-
-    if img.format == "PNG":
-        raw = img.info.get("exif")
-        if not raw:
-            return None
-        exif = Image.Exif()
-        exif.load(raw)
-        return exif.get(0x0112)
-    return img.getexif().get(0x0112)
-
-
 def check_image_file(path: str | Path) -> tuple[int, int]:
     """Cheap integrity check without decoding the pixels (header, and chunk CRCs for PNG): ``(width, height)`` of
     the image as :func:`read_image` returns it (turned upright by its EXIF orientation).
@@ -77,15 +50,17 @@ def check_image_file(path: str | Path) -> tuple[int, int]:
     """
     from PIL import Image, UnidentifiedImageError
 
+    from bfrzoo.face.photo_io import exif_orientation, unreadable_image
+
     path = Path(path)
     try:
         with Image.open(path) as img:
             size = img.size
-            if _exif_orientation(img) in _TRANSPOSING_ORIENTATIONS:
+            if exif_orientation(img) >= 5:  # orientations 5-8 swap width and height once upright
                 size = (size[1], size[0])
             img.verify()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise _unreadable(path, exc) from exc
+        raise unreadable_image(path, exc) from exc
     return size
 
 

@@ -73,7 +73,7 @@ class PhotoHeader:
         return self.width * self.height / 1e6
 
 
-def _cannot_read(path: Path, exc: BaseException) -> ImageInputError:
+def unreadable_image(path: Path, exc: BaseException) -> ImageInputError:
     return ImageInputError(
         f"cannot read image {str(path)!r} ({type(exc).__name__}: {exc}); the file is corrupt, truncated or not an "
         "image: replace or remove it"
@@ -95,8 +95,8 @@ def _pixel_limit(max_pixels: float) -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = old
 
 
-def _orientation(img: Any) -> int:
-    """The EXIF orientation, read without decoding pixels (Pillow's PNG ``getexif`` decodes the whole image to
+def exif_orientation(img: Any) -> int:
+    """The EXIF orientation (1-8; 1 when absent or broken) of an opened image, read without decoding pixels (Pillow's PNG ``getexif`` decodes the whole image to
     look for an eXIf chunk after the pixels: PNG uses only an EXIF block that precedes them)."""
     from PIL import Image
 
@@ -115,7 +115,7 @@ def _orientation(img: Any) -> int:
 
 def _header_of(img: Any) -> PhotoHeader:
     raw = img.tile[0][3] if img.tile else ""
-    orientation = _orientation(img)
+    orientation = exif_orientation(img)
     width, height = img.size
     if orientation >= 5:
         width, height = height, width
@@ -138,7 +138,7 @@ def read_header(path: str | Path, max_megapixels: float = 200.0) -> PhotoHeader:
     except Image.DecompressionBombError as exc:
         raise ImageInputError(f"image {str(path)!r} is too large ({exc}); the limit is {max_megapixels:g} MP (--max-megapixels)") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise _cannot_read(path, exc) from exc
+        raise unreadable_image(path, exc) from exc
     check_size(header.width, header.height, max_megapixels, str(path))
     return header
 
@@ -185,7 +185,7 @@ def read_photo(path: str | Path, max_megapixels: float = 200.0) -> Photo:
     except ImageInputError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, MemoryError) as exc:
-        raise _cannot_read(path, exc) from exc
+        raise unreadable_image(path, exc) from exc
 
 
 def _orient_photo(photo: Photo, orientation: int) -> Photo:
