@@ -50,7 +50,7 @@ def check_image_file(path: str | Path) -> tuple[int, int]:
     """
     from PIL import Image, UnidentifiedImageError
 
-    from bfrzoo.face.photo_io import exif_orientation, unreadable_image
+    from bfrzoo.photo_io import exif_orientation, unreadable_image
 
     path = Path(path)
     try:
@@ -84,11 +84,11 @@ def read_image(path: str | Path, max_megapixels: float = 200.0) -> torch.Tensor:
     """An image file -> ``(3, H, W)`` float in ``[0, 1]``: turned upright by its EXIF orientation (as viewers show
     it), grayscale expanded, alpha dropped, 16-bit files (grayscale and colour) scaled by 65535.
 
-    The one decoder of image files is :func:`bfrzoo.face.photo_io.read_photo` (own bit depth, header checked
+    The one decoder of image files is :func:`bfrzoo.photo_io.read_photo` (own bit depth, header checked
     before decoding, refusing images over ``max_megapixels``); this is its float view for training, metrics and
     aligned faces. One :class:`ImageInputError` per unreadable or too small file.
     """
-    from bfrzoo.face.photo_io import read_photo
+    from bfrzoo.photo_io import read_photo
 
     photo = read_photo(path, max_megapixels=max_megapixels)
     if photo.height < 8 or photo.width < 8:

@@ -415,7 +415,7 @@ def run_restore(settings: RestoreSettings, progress: bool = True) -> RunSummary:
     folder that would mix with the inputs); everything about single inputs is recorded in the returned
     :class:`RunSummary` instead.
     """
-    from bfrzoo.face.photo_io import read_header
+    from bfrzoo.photo_io import read_header
 
     start = time.perf_counter()
     if settings.ext not in ("png", "jpg", "webp"):
@@ -482,7 +482,7 @@ def _progress(total: int, enabled: bool, unit: str) -> Any:
 
 def _write_side(ledger: OutputLedger, path: Path, photo: Any) -> None:
     """Write a comparison or face crop; a file of that name that bfrzoo did not write is left alone."""
-    from bfrzoo.face.photo_io import write_photo
+    from bfrzoo.photo_io import write_photo
 
     if path.exists() and not ledger.owns(path):
         return
@@ -497,7 +497,7 @@ def _run_photos(todo: list[Item], restorer: Any, settings: RestoreSettings, ledg
 
     from bfrzoo.face.detect import load_detector
     from bfrzoo.face.photo import load_face_parser, restore_photo_array
-    from bfrzoo.face.photo_io import Photo, read_photo, write_photo
+    from bfrzoo.photo_io import Photo, read_photo, write_photo
 
     detector = load_detector(settings.detector, settings.detector_weights, restorer.device)  # type: ignore[arg-type]
     parser, summary.mask = load_face_parser(settings.parser, restorer.device)
@@ -543,7 +543,7 @@ def _run_photos(todo: list[Item], restorer: Any, settings: RestoreSettings, ledg
 def _run_aligned(todo: list[Item], restorer: Any, settings: RestoreSettings, ledger: OutputLedger, progress: bool) -> None:
     import torch.nn.functional as F
 
-    from bfrzoo.face.photo_io import Photo, read_photo, write_photo
+    from bfrzoo.photo_io import Photo, read_photo, write_photo
 
     batches: list[list[Item]] = []
     for it in todo:  # consecutive crops of one size share a forward pass

@@ -16,7 +16,7 @@ from bfrzoo.errors import ImageInputError, WeightsNotFoundError
 from bfrzoo.face.align import fit_similarity, template, to_3x3, warp_faces
 from bfrzoo.face.detect import Detection, FaceFilter, load_detector
 from bfrzoo.face.paste import feather_mask, paste_faces
-from bfrzoo.face.photo_io import orient, read_header, read_photo, write_photo
+from bfrzoo.photo_io import orient, read_header, read_photo, write_photo
 
 REPO = Path(__file__).resolve().parents[1]
 

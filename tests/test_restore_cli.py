@@ -234,7 +234,7 @@ def test_after_sigkill_stale_partials_are_cleaned_and_finished_outputs_skipped(t
     out = tmp_path / "out"
     script = textwrap.dedent(f"""
         import os, signal, sys
-        import bfrzoo.face.photo_io as pio
+        import bfrzoo.photo_io as pio
         real = pio.write_photo
         count = 0
         def write_then_die(photo, path, quality=95):
@@ -277,7 +277,7 @@ def test_a_large_photo_is_restored_in_bounded_memory(tmp_path: Path) -> None:
         from bfrzoo.face.detect import Detection
         from bfrzoo.face.photo import restore_photo_array, PhotoOptions
         from bfrzoo.face.align import template
-        from bfrzoo.face.photo_io import read_photo, write_photo
+        from bfrzoo.photo_io import read_photo, write_photo
         torch.set_num_threads(1)
         rng = np.random.default_rng(0)
         tile = (rng.random((400, 600, 3)) * 255).astype(np.uint8)

@@ -29,7 +29,7 @@ from bfrzoo.errors import BfrzooError, ImageInputError, WeightsNotFoundError
 from bfrzoo.face.align import fit_similarity, template, to_3x3
 from bfrzoo.face.detect import Detection, FaceDetector, FaceFilter, Selection, load_detector
 from bfrzoo.face.paste import feather_mask, parsing_mask, paste_faces
-from bfrzoo.face.photo_io import Photo, photo_from_array, photo_from_pil, photo_to_array
+from bfrzoo.photo_io import Photo, photo_from_array, photo_from_pil, photo_to_array
 from bfrzoo.weights import PretrainedCfg
 
 #: facexlib's copy of PSFR-GAN's face-parsing network; it loads into :class:`bfrzoo.models.parsenet.ParseNet`
